@@ -1,0 +1,1 @@
+"""The core: spec, data, synthetic world and validation; imports none of TensorFlow, kfp, BentoML or Evidently."""

@@ -1,0 +1,1 @@
+"""Evidently drift and quality reports, the dashboard workspace and alert thresholds."""

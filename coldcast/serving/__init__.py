@@ -1,0 +1,1 @@
+"""The BentoML service: per-objective scores, candidate ranking and prediction logging."""
