@@ -239,6 +239,7 @@ class ModelConfig(_Frozen):
     expert_layers: list[int] = Field(default_factory=lambda: [128])
     batch_norm: bool = True
     dropout: float = Field(default=0.0, ge=0, lt=1)
+    exclude_groups: list[str] = Field(default_factory=list, description="Feature groups the model ignores.")
 
 
 class TrainingConfig(_Frozen):
@@ -257,6 +258,7 @@ class TrainingConfig(_Frozen):
     )
     shuffle_buffer: int = Field(default=100_000, gt=0)
     seed: int = 1
+    sources: list[str] = Field(default_factory=list, description="Sources to train on (default: all).")
 
 
 class SliceDef(_Frozen):
@@ -290,6 +292,50 @@ class DriftThresholds(_Frozen):
     alert_share: float = Field(default=0.4, ge=0, le=1)
 
 
+class RateBounds(_Frozen):
+    """Bounds on the share of positive labels of one outcome, per source."""
+
+    min: float = Field(default=0.0, ge=0, le=1)
+    max: float = Field(default=1.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RateBounds:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class ValidationConfig(_Frozen):
+    """Data validation: what happens to bad rows, and the bounds whole tables must meet."""
+
+    policy: Literal["fail", "quarantine"] = Field(
+        default="quarantine",
+        description="fail: any failed check stops the run; quarantine: bad rows go to their own artifact.",
+    )
+    min_rows: int = Field(default=1, ge=0, description="Fewest valid rows a dataset may have.")
+    min_positive_rate: float = Field(default=0.0, ge=0, le=1)
+    max_positive_rate: float = Field(default=1.0, ge=0, le=1)
+    positive_rates: dict[str, RateBounds] = Field(
+        default_factory=dict, description="Per outcome, bounds that replace min/max_positive_rate."
+    )
+    allow_truth_columns: bool = Field(
+        default=True, description="Synthetic worlds carry true_* probabilities; production data never may."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ValidationConfig:
+        if self.min_positive_rate > self.max_positive_rate:
+            raise ValueError(
+                f"min_positive_rate ({self.min_positive_rate}) must not exceed max_positive_rate "
+                f"({self.max_positive_rate})"
+            )
+        return self
+
+    def rate_bounds(self, outcome: str) -> RateBounds:
+        """The positive-rate bounds of `outcome`: its own entry, or the defaults."""
+        return self.positive_rates.get(outcome, RateBounds(min=self.min_positive_rate, max=self.max_positive_rate))
+
+
 # --------------------------------------------------------------------------------------------------- the spec
 class Spec(_Frozen):
     """Everything the platform needs to know about features, sources, tasks, the world and thresholds."""
@@ -307,6 +353,7 @@ class Spec(_Frozen):
     evaluation: EvaluationConfig = EvaluationConfig()
     gate: GateConfig = GateConfig()
     drift: DriftThresholds = DriftThresholds()
+    validation: ValidationConfig = ValidationConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> Spec:
@@ -439,6 +486,12 @@ def _consistency_problems(spec: Spec) -> Iterable[str]:
                 yield f"world.outcomes.{oname}.rate.{sname}: {rate} is not a probability in (0, 1)"
     for oname in set(spec.world.outcomes) - set(spec.outcomes):
         yield f"world.outcomes.{oname}: not a declared outcome"
+    for group in spec.model.exclude_groups:
+        if group not in GROUPS:
+            yield f"model.exclude_groups: unknown group {group!r}; groups are {list(GROUPS)}"
+    for sname in spec.training.sources:
+        if sname not in spec.sources:
+            yield f"training.sources: unknown source {sname!r}"
     for sname in spec.training.source_ratio:
         if sname not in spec.sources:
             yield f"training.source_ratio.{sname}: unknown source"
@@ -455,6 +508,8 @@ def _consistency_problems(spec: Spec) -> Iterable[str]:
             yield f"gate.floors.{tname}.{metric}: unknown metric; metrics are {list(METRICS)}"
     for metric in set(spec.gate.max_regression) - set(METRICS):
         yield f"gate.max_regression.{metric}: unknown metric; metrics are {list(METRICS)}"
+    for oname in set(spec.validation.positive_rates) - set(spec.outcomes):
+        yield f"validation.positive_rates.{oname}: not a declared outcome"
     days_needed = spec.split.validation_days + spec.split.test_days
     if spec.world.days <= days_needed:
         yield f"world.days: {spec.world.days} leaves no training days after {days_needed} validation + test days"

@@ -1,0 +1,97 @@
+"""Load a model directory and score impressions with TensorFlow only (no TFRS, no Keras needed)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import tensorflow as tf
+
+from coldcast.core.data import DataError
+from coldcast.core.spec import CategoricalFeature, MultiFeature, NumericFeature, Spec, load_spec
+from coldcast.model.inputs import feature_arrays
+
+SAVED_MODEL = "saved_model"
+CHECKPOINT = "checkpoint"
+SPEC_FILE = "spec.yaml"
+METADATA = "metadata.json"
+
+
+def input_signature(spec: Spec, features: list[Any] | None = None) -> dict[str, tf.TensorSpec]:
+    """The serving signature: raw feature values under their data names."""
+    out = {}
+    for f in features if features is not None else spec.feature_list:
+        d = f.definition
+        if isinstance(d, MultiFeature):
+            out[f.name] = tf.TensorSpec([None, None], tf.string, name=f.name)
+        elif isinstance(d, NumericFeature):
+            out[f.name] = tf.TensorSpec([None], tf.float32, name=f.name)
+        elif isinstance(d, CategoricalFeature) and d.dtype == "int64":
+            out[f.name] = tf.TensorSpec([None], tf.int64, name=f.name)
+        else:
+            out[f.name] = tf.TensorSpec([None], tf.string, name=f.name)
+    return out
+
+
+def to_tensors(arrays: dict[str, np.ndarray], signature: dict[str, tf.TensorSpec]) -> dict[str, tf.Tensor]:
+    return {name: tf.constant(arrays[name], dtype=spec.dtype) for name, spec in signature.items()}
+
+
+@dataclass
+class ScoringModel:
+    """A trained model as serving sees it: its spec, metadata and the SavedModel's `serving_default`."""
+
+    path: Path
+    spec: Spec
+    metadata: dict[str, Any]
+    _fn: Any
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> ScoringModel:
+        path = Path(model_dir)
+        if not path.is_dir():
+            raise DataError(f"model directory not found: {path}")
+        for needed in (SAVED_MODEL, SPEC_FILE, METADATA):
+            if not (path / needed).exists():
+                raise DataError(f"{path} is not a coldcast model directory: it has no {needed}")
+        spec = load_spec(path / SPEC_FILE)
+        metadata = json.loads((path / METADATA).read_text())
+        fn = tf.saved_model.load(str(path / SAVED_MODEL)).signatures["serving_default"]
+        return cls(path=path, spec=spec, metadata=metadata, _fn=fn)
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.metadata["tasks"])
+
+    @property
+    def signature(self) -> dict[str, tf.TensorSpec]:
+        return dict(self._fn.structured_input_signature[1])
+
+    def predict_arrays(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self._fn(**to_tensors(arrays, self.signature))
+        return {t: out[t].numpy() for t in self.tasks}
+
+    def predict(
+        self, data: pd.DataFrame | pa.Table, *, batch_size: int = 8192, heads: dict[str, str] | None = None
+    ) -> pd.DataFrame:
+        """One probability column per task. `heads` scores a task with another task's head (direct apply)."""
+        table = pa.Table.from_pandas(data, preserve_index=False) if isinstance(data, pd.DataFrame) else data
+        parts: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
+        for start in range(0, table.num_rows, batch_size):
+            scores = self.predict_arrays(feature_arrays(table.slice(start, batch_size), self.spec))
+            for t in self.tasks:
+                parts[t].append(scores[t])
+        frame = pd.DataFrame(
+            {t: np.concatenate(v) if v else np.zeros(0, np.float32) for t, v in parts.items()},
+            index=data.index if isinstance(data, pd.DataFrame) else None,
+        )
+        for task, head in (heads or {}).items():
+            if head not in frame:
+                raise KeyError(f"model has no head {head!r}; heads are {self.tasks}")
+            frame[task] = frame[head]
+        return frame
