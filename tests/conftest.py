@@ -23,3 +23,25 @@ def small_world(tmp_path_factory, small_spec) -> Dataset:
     out = tmp_path_factory.mktemp("worlds") / "small"
     generate(small_spec, out)
     return Dataset.open(out)
+
+
+# A quick model on the small world: enough to score, serve, monitor and gate, not to judge quality.
+FAST_MODEL = [
+    "training.epochs=1",
+    "training.batch_size=256",
+    "model.shared_layers=[32]",
+    "model.tower_layers=[16]",
+    "model.embedding_dim=4",
+]
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory, small_world):
+    """(spec, model directory) of the default five-task model trained briefly on the small world."""
+    from coldcast.model.train import train
+    from tests.worlds import SMALL
+
+    spec = load_spec(overrides=[*SMALL, *FAST_MODEL])
+    out = tmp_path_factory.mktemp("models") / "small"
+    train(spec, small_world.root, out, steps_per_epoch=60, verbose=0, log=lambda _: None)
+    return spec, out

@@ -526,13 +526,15 @@ def load_spec(
     overrides: Sequence[str] | Mapping[str, Any] | None = None,
     *,
     preset: str | None = None,
+    base: str | Path | None = None,
 ) -> Spec:
-    """Load the shipped default spec, deep-merge a YAML file, a preset and `key=value` overrides, and validate.
+    """Load the shipped default spec, deep-merge a preset, a YAML file and `key=value` overrides, and validate.
 
     `path` may be a full spec or a partial one: its keys are merged over the default. Overrides are dotted
-    paths (`world.impressions=20000`) whose values are parsed as YAML, or a nested mapping.
+    paths (`world.impressions=20000`) whose values are parsed as YAML, or a nested mapping. `base` replaces the
+    shipped default as the starting point (e.g. the spec a dataset or a model directory was made with).
     """
-    raw = _read_yaml(default_spec_path())
+    raw = _read_yaml(Path(base) if base is not None else default_spec_path())
     if preset is not None:
         preset_path = default_spec_path().parent / f"{preset}.yaml"
         if not preset_path.exists():

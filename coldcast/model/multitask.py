@@ -46,6 +46,10 @@ class MultiTaskModel(tfrs.models.Model):
                 t: self.add_weight(name=f"log_var_{t}", shape=(), initializer="zeros") for t in self.task_names
             }
 
+    def get_config(self) -> dict:
+        # The model is rebuilt from the spec stored beside it, never from a Keras config.
+        return {"spec_fingerprint": self.spec.fingerprint()}
+
     def call(self, features: dict[str, tf.Tensor], training: bool | None = None) -> dict[str, tf.Tensor]:
         z = self.encoder(self.features(features), training=training)
         return {t: self.towers[t](z[t], training=training) for t in self.task_names}

@@ -1,56 +1,14 @@
-"""The `coldcast` command line: a thin Typer adapter over the library."""
+"""`coldcast generate` and `coldcast spec`: the synthetic world and the resolved spec."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from rich.text import Text
 
-app = typer.Typer(
-    name="coldcast",
-    help="Cold-start targeting for podcast ads and promotions with one multi-task model.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-console = Console(stderr=False)
-err_console = Console(stderr=True)
-
-SpecOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--spec",
-        help="A YAML spec (full or partial), merged over the shipped default.",
-        exists=True,
-        dir_okay=False,
-    ),
-]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override one spec key, e.g. --set world.impressions=20000 (repeatable)."),
-]
-PresetOpt = Annotated[str | None, typer.Option("--preset", help="A named spec preset shipped with coldcast.")]
-
-
-def _fail(message: str) -> typer.Exit:
-    # soft_wrap keeps the message on one line; Text keeps brackets in it from being read as markup
-    err_console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
-    return typer.Exit(code=2)
-
-
-def _load(spec: Path | None, overrides: list[str], preset: str | None = None) -> Any:
-    from coldcast.core.spec import SpecError, load_spec
-
-    try:
-        return load_spec(spec, overrides, preset=preset)
-    except SpecError as err:
-        raise _fail(str(err)) from None
+from coldcast.cli.app import PresetOpt, SetOpt, SpecOpt, app, console, fail, load, progress_bar
 
 
 @app.command()
@@ -93,28 +51,16 @@ def generate(
         overrides.append(f"world.drift.kind={drift}")
     if drift_start is not None:
         overrides.append(f"world.drift.start_day={drift_start}")
-    resolved = _load(spec, overrides, preset)
+    resolved = load(spec, overrides, preset)
     if out.exists() and not overwrite:
-        raise _fail(f"{out} already exists; pass --overwrite to replace it")
+        raise fail(f"{out} already exists; pass --overwrite to replace it")
     w = resolved.world
     console.print(
         f"Generating {w.impressions:,} impressions over {w.days} days ({w.users:,} users, {w.shows:,} shows, "
         f"seed {w.seed}) into [bold]{out}[/]"
     )
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("days"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal and os.environ.get("COLDCAST_PROGRESS") != "1",
-    ) as bar:
-        task = bar.add_task("generating", total=w.days)
-        summary = generate_world(
-            resolved, out, overwrite=overwrite, progress=lambda done, total: bar.update(task, completed=done)
-        )
+    with progress_bar("generating", w.days, "days") as update:
+        summary = generate_world(resolved, out, overwrite=overwrite, progress=update)
     print_summary(summary, resolved)
     console.print(f"Wrote {summary.rows:,} impressions to [bold]{out}[/]")
 
@@ -166,14 +112,4 @@ def show_spec(
     preset: PresetOpt = None,
 ) -> None:
     """Print the resolved spec (default + file + overrides) as YAML, after validating it."""
-    console.print(_load(spec, list(set_ or []), preset).to_yaml(), markup=False, highlight=False)
-
-
-def main() -> None:
-    """Entry point of the `coldcast` script."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    app()
-
-
-if __name__ == "__main__":
-    main()
+    console.print(load(spec, set_, preset).to_yaml(), markup=False, highlight=False)
