@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/coldcast generate --out $(RUN_DIR)/world --overwrite
+	$(BIN)/coldcast run --root $(RUN_DIR) $(RUN_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -145,7 +145,7 @@ def test_model_directory_layout_and_metadata(trained):
     assert meta["spec_fingerprint"] == spec.fingerprint()
     assert meta["versions"]["tensorflow"].startswith("2.21")
     assert set(meta["validation"]) == set(spec.task_names)
-    assert load_spec(root / "spec.yaml") == spec
+    assert load_spec(base=root / "spec.yaml") == spec
     assert not list(root.parent.glob(".*tmp*"))
 
 
@@ -276,7 +276,10 @@ def test_direct_apply_scores_a_task_with_another_head(promotions_model, small_wo
     _, source = promotions_model
     out = direct_apply(source, tmp_path / "direct", {"ad_stream": "promo_stream"})
     df = small_world.read(small_world.dates[-1:]).head(200)
-    original = ScoringModel.load(source).predict(df)
+    loaded = ScoringModel.load(source)
+    # the spec comes back as trained (a preset's deleted task stays deleted), not merged over the default
+    assert loaded.spec.task_names == loaded.tasks == ["promo_stream", "click", "like", "follow"]
+    original = loaded.predict(df)
     applied = ScoringModel.load(out).predict(df)
     assert "ad_stream" not in original
     np.testing.assert_allclose(applied["ad_stream"], original["promo_stream"], atol=1e-7)

@@ -13,3 +13,15 @@ SMALL = [
 ]
 # For tests that only need the shape of the data.
 TINY = [*SMALL, "world.impressions=8000", "world.users=800", "world.shows=150", "world.campaigns=30"]
+# The pipelines' end-to-end world: five days (GX validates each day as one batch), a small fast model.
+PIPELINE = [
+    *TINY,
+    "world.days=5",
+    "split.validation_days=1",
+    "split.test_days=1",
+    "training.batch_size=256",
+    "model.shared_layers=[32]",
+    "model.tower_layers=[16]",
+    "model.embedding_dim=4",
+    "evaluation.bootstrap=20",
+]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from coldcast.cli import data, model  # noqa: F401  (importing a command module registers its commands)
+from coldcast.cli import data, evaluate, kuairand, model, monitor, pipeline, serve  # noqa: F401  (importing a command module registers its commands)
 from coldcast.cli.app import app
 
 __all__ = ["app", "main"]

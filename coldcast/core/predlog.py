@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -29,6 +30,8 @@ ENDPOINT = "endpoint"
 IMPRESSION_ID = "impression_id"
 SOURCE = "source"
 PREDICTION_PREFIX = "prediction_"
+
+log = logging.getLogger(__name__)
 
 
 def prediction_column(task: str) -> str:
@@ -87,12 +90,28 @@ class LogFiles:
         return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default").to_pandas()
 
 
+@dataclass
+class _Pending:
+    """One append, kept as given: converting to Arrow is the writer's job, not the request's."""
+
+    rows: int
+    at: datetime
+    request_id: str
+    endpoint: str
+    features: Mapping[str, Any]
+    predictions: Mapping[str, np.ndarray]
+    meta: Mapping[str, Sequence[str | None]] | None
+
+
 class PredictionLogger:
     """Thread-safe, buffered appender: rows are held in memory and written as one file per flush.
 
-    A flush happens when `max_rows` are buffered, when the oldest buffered row is `max_seconds` old (checked on
-    the next append), and on `close()`. Each file is written atomically, so a reader never sees half a file and a
-    crash loses at most the unflushed buffer.
+    A flush happens when `max_rows` are buffered, when the oldest buffered row is `max_seconds` old, and on
+    `close()`. Each file is written atomically, so a reader never sees half a file and a crash loses at most the
+    unflushed buffer. By default a flush that falls due runs inside the `append` that made it due; with
+    `background=True` (serving) a writer thread does every flush, so `append` only queues the request's arrays
+    and the request never waits on Arrow conversion or disk. If the writer falls behind by more than
+    `max_buffer_rows`, further rows are dropped and counted in `dropped_rows` (and logged), never silently.
     """
 
     def __init__(
@@ -104,17 +123,34 @@ class PredictionLogger:
         *,
         max_rows: int = 5_000,
         max_seconds: float = 5.0,
+        max_buffer_rows: int = 200_000,
+        background: bool = False,
     ) -> None:
         self.files = LogFiles(Path(root))
         self.spec = spec
         self.tasks = list(tasks)
         self.model_version = model_version
         self.schema = log_schema(spec, self.tasks)
-        self.max_rows, self.max_seconds = max_rows, max_seconds
+        self.max_rows, self.max_seconds, self.max_buffer_rows = max_rows, max_seconds, max_buffer_rows
+        self.rows_written = 0
+        self.files_written = 0
+        self.dropped_rows = 0
+        self.write_errors = 0
         self._lock = threading.Lock()
-        self._buffer: list[pa.Table] = []
+        self._due = threading.Condition(self._lock)
+        self._write_lock = threading.Lock()  # one writer at a time, so files keep the order of the rows
+        self._buffer: list[_Pending] = []
         self._rows = 0
         self._oldest: float | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._run, name="coldcast-predlog", daemon=True)
+            self._thread.start()
+
+    @property
+    def buffered_rows(self) -> int:
+        return self._rows
 
     def append(
         self,
@@ -125,63 +161,142 @@ class PredictionLogger:
         endpoint: str = "score",
         meta: Mapping[str, Sequence[str | None]] | None = None,
     ) -> None:
-        """Buffer one request's rows: raw features by name, a probability array per task, optional ids."""
+        """Buffer one request's rows: raw features by name, a probability array per task, optional ids.
+
+        The caller must not modify the arrays afterwards: they are converted when the buffer is flushed.
+        """
         n = len(next(iter(predictions.values())))
-        now = datetime.now(UTC)
-        columns: dict[str, Any] = {
-            REQUEST_ID: [request_id] * n,
-            LOGGED_AT: [now] * n,
-            MODEL_VERSION: [self.model_version] * n,
-            ENDPOINT: [endpoint] * n,
-            IMPRESSION_ID: list((meta or {}).get(IMPRESSION_ID) or [None] * n),
-            SOURCE: list((meta or {}).get(SOURCE) or [None] * n),
-        }
-        for f in self.spec.feature_list:
-            values = features.get(f.name)
-            columns[f.name] = [None] * n if values is None else _as_list(values)
-        for t in self.tasks:
-            columns[prediction_column(t)] = np.asarray(predictions[t], dtype=np.float32)
-        table = pa.table(columns, schema=self.schema)
+        pending = _Pending(n, datetime.now(UTC), request_id, endpoint, features, predictions, meta)
         with self._lock:
-            self._buffer.append(table)
+            if self._closed:
+                raise RuntimeError("the prediction logger is closed")
+            if self._rows + n > self.max_buffer_rows:
+                self.dropped_rows += n
+                log.warning("prediction log buffer full (%d rows): dropped %d rows", self._rows, n)
+                return
+            self._buffer.append(pending)
             self._rows += n
             self._oldest = self._oldest or time.monotonic()
-            due = self._rows >= self.max_rows or time.monotonic() - self._oldest >= self.max_seconds
+            due = self._is_due()
+            if self._thread is not None:
+                if due:
+                    self._due.notify()
+                return
             batch = self._take() if due else None
-        if batch is not None:
+        if batch:
             self._write(batch)
 
     def flush(self) -> Path | None:
-        """Write whatever is buffered now; returns the file written, if any."""
+        """Write whatever is buffered now; returns the last file written, if any."""
         with self._lock:
             batch = self._take()
-        return self._write(batch) if batch is not None else None
+        return self._write(batch) if batch else None
 
     def close(self) -> None:
+        """Stop the writer thread (if any) and write what is left."""
+        with self._lock:
+            self._closed = True
+            self._due.notify()
+        if self._thread is not None:
+            self._thread.join()
         self.flush()
 
-    def _take(self) -> pa.Table | None:
-        if not self._buffer:
-            return None
-        batch = pa.concat_tables(self._buffer)
-        self._buffer, self._rows, self._oldest = [], 0, None
+    # ---- internals
+    def _is_due(self) -> bool:
+        if not self._rows:
+            return False
+        assert self._oldest is not None
+        return self._rows >= self.max_rows or time.monotonic() - self._oldest >= self.max_seconds
+
+    def _take(self) -> list[_Pending]:
+        batch, self._buffer, self._rows, self._oldest = self._buffer, [], 0, None
         return batch
 
-    def _write(self, batch: pa.Table) -> Path:
-        # one partition per UTC day of the rows' log time; a batch straddling midnight is split
-        days = pc.strftime(batch.column(LOGGED_AT), format="%Y-%m-%d").to_numpy(zero_copy_only=False)
-        last = None
-        for day in np.unique(days):
-            part = batch.filter(pa.array(days == day))
-            name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
-            last = write_parquet(part, self.files.root / f"date={day}" / name)
-        assert last is not None
-        return last
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closed and not self._is_due():
+                    wait = self.max_seconds
+                    if self._oldest is not None:
+                        wait = max(0.0, self._oldest + self.max_seconds - time.monotonic())
+                    self._due.wait(timeout=wait)
+                if self._closed:
+                    return  # close() flushes the rest
+                batch = self._take()
+            try:
+                self._write(batch)
+            except Exception:  # a full disk must not kill the writer: count the rows and keep going
+                log.exception("writing prediction logs failed: %d rows lost", sum(p.rows for p in batch))
+                self.write_errors += 1
+                self.dropped_rows += sum(p.rows for p in batch)
+
+    def _table(self, batch: list[_Pending]) -> pa.Table:
+        """One Arrow table for a whole flush: columns are concatenated as numpy first and converted once, so the
+        per-column cost of Arrow is paid per file, not per request."""
+        rows = np.array([p.rows for p in batch])
+        n = int(rows.sum())
+
+        def repeated(values: list[Any], kind: pa.DataType) -> pa.Array:
+            return pa.array(np.repeat(np.array(values, dtype=object), rows), kind)
+
+        def meta(key: str) -> pa.Array:
+            parts = [list((p.meta or {}).get(key) or [None] * p.rows) for p in batch]
+            return pa.array([v for part in parts for v in part], pa.string())
+
+        columns: list[pa.Array] = [
+            repeated([p.request_id for p in batch], pa.string()),
+            pa.array(np.repeat([np.datetime64(p.at.replace(tzinfo=None), "us") for p in batch], rows)).cast(
+                pa.timestamp("us", tz="UTC")
+            ),
+            pa.array(np.full(n, self.model_version, dtype=object), pa.string()),
+            repeated([p.endpoint for p in batch], pa.string()),
+            meta(IMPRESSION_ID),
+            meta(SOURCE),
+        ]
+        for f in self.spec.feature_list:
+            columns.append(_feature_column(batch, f.name, self.schema.field(f.name).type))
+        for t in self.tasks:
+            columns.append(pa.array(np.concatenate([np.asarray(p.predictions[t], np.float32) for p in batch])))
+        return pa.Table.from_arrays(columns, schema=self.schema)
+
+    def _write(self, batch: list[_Pending]) -> Path:
+        with self._write_lock:
+            table = self._table(batch)
+            # one partition per UTC day of the rows' log time; a batch straddling midnight is split
+            days = pc.strftime(table.column(LOGGED_AT), format="%Y-%m-%d").to_numpy(zero_copy_only=False)
+            last = None
+            for day in np.unique(days):
+                part = table.filter(pa.array(days == day))
+                name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
+                last = write_parquet(part, self.files.root / f"date={day}" / name)
+                self.files_written += 1
+            self.rows_written += table.num_rows
+            assert last is not None
+            return last
 
 
-def _as_list(values: Any) -> list[Any]:
+def _feature_column(batch: list[_Pending], name: str, kind: pa.DataType) -> pa.Array:
+    parts = [p.features.get(name) for p in batch]
+    arrays = [v for v in parts if isinstance(v, np.ndarray)]
+    if len(arrays) == len(parts) and len({(a.ndim, a.shape[1:]) for a in arrays}) == 1:
+        return _column(np.concatenate(arrays), kind)  # the common case: every request sent the feature
+    return pa.concat_arrays(
+        [pa.nulls(p.rows, kind) if v is None else _column(v, kind) for v, p in zip(parts, batch, strict=True)]
+    )
+
+
+def _column(values: Any, kind: pa.DataType) -> pa.Array:
+    """One feature column as Arrow, converted in C where the input is numpy (this runs for every logged row)."""
+    if isinstance(values, np.ndarray) and values.ndim == 2:
+        # padded multi-valued features ([rows, max_length], '' = padding): flatten, drop the padding and cut the
+        # lists at the non-empty counts, all in Arrow (comparing Python strings in numpy is ten times slower)
+        flat = pa.array(values.ravel(), pa.string())
+        present = pc.not_equal(flat, "").to_numpy(zero_copy_only=False).reshape(values.shape)
+        offsets = np.zeros(len(values) + 1, dtype=np.int32)
+        np.cumsum(present.sum(axis=1), out=offsets[1:])
+        return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(present.ravel())))
     if isinstance(values, np.ndarray):
-        if values.ndim == 2:  # padded multi-valued features: drop the '' padding
-            return [[v for v in row if v != ""] for row in values.tolist()]
-        return values.tolist()
-    return list(values)
+        if values.dtype == object:
+            return pa.array(values, kind, from_pandas=True)
+        return pa.array(values).cast(kind)
+    return pa.array(list(values), kind)

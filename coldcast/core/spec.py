@@ -274,6 +274,10 @@ class EvaluationConfig(_Frozen):
     slices: dict[str, SliceDef] = Field(default_factory=dict)
     bootstrap: int = Field(default=200, ge=0)
     calibration_bins: int = Field(default=10, gt=1)
+    calibration_strategy: Literal["quantile", "uniform"] = Field(
+        default="quantile",
+        description="Calibration bins of equal row counts (rare outcomes) or equal width in probability.",
+    )
 
 
 class GateConfig(_Frozen):
@@ -283,13 +287,151 @@ class GateConfig(_Frozen):
     max_regression: dict[str, float] = Field(
         default_factory=dict, description="metric -> largest relative drop vs the promoted model."
     )
+    min_positives: int = Field(default=50, ge=0, description="A slice with fewer positives is too noisy to judge.")
+    slice_regressions: Literal["significant", "point"] = Field(
+        default="significant",
+        description="significant: a slice blocks only when its drop also clears the candidate's 95% interval.",
+    )
+
+
+class TaskDriftLevels(_Frozen):
+    """WARN / ALERT levels for one task that replace the drift section's defaults (noisier tasks need wider ones)."""
+
+    prediction_warn: float | None = Field(default=None, gt=0)
+    prediction_alert: float | None = Field(default=None, gt=0)
+    calibration_warn: float | None = Field(default=None, gt=0)
+    calibration_alert: float | None = Field(default=None, gt=0)
+    quality_warn: float | None = Field(default=None, gt=0, lt=1)
+    quality_alert: float | None = Field(default=None, gt=0, lt=1)
 
 
 class DriftThresholds(_Frozen):
-    """Monitoring thresholds for the share of drifted features and per-task prediction drift."""
+    """Monitoring (coldcast.monitoring): the windows compared, how features are tested, and WARN / ALERT levels.
 
+    Drift scores are PSI-like distances (0: same distribution). A column "drifts" when its score reaches its
+    threshold and ALERTs by itself at major_factor times it; a feature group WARNs / ALERTs when the share of its
+    columns that drift reaches warn_share / alert_share, in the whole window or in any segment. Prediction drift
+    and the label-based checks (calibration, ROC-AUC) have their own levels, per task where `tasks` says so.
+    `thresholds` keys are a monitored column (`show_age_days`, `topics.top`) or `segment/column`
+    (`source=ad/show_id`) for one segment. The class defaults are PSI's conventional levels; the shipped
+    default.yaml carries levels measured on no-drift windows of the synthetic world.
+    """
+
+    window_days: int = Field(default=1, gt=0, description="Days of serving logs one check compares.")
+    label_window_days: int = Field(
+        default=7,
+        gt=0,
+        description="Label-based checks use the labelled rows of this many days up to the window's end: labels "
+        "arrive late, and a week spans every weekday as the reference does.",
+    )
+    reference_split: Literal["train", "validation"] = Field(
+        default="validation",
+        description="Which days of the model's dataset the reference is sampled from: validation days are held "
+        "out from fitting, so the model's scores and quality there are out-of-sample.",
+    )
+    reference_rows: int = Field(
+        default=20_000, gt=0, description="Rows sampled (seeded) for the reference of feature and prediction drift."
+    )
+    label_reference_rows: int = Field(
+        default=150_000,
+        gt=0,
+        description="Rows sampled for the reference of the label-based checks (the feature reference is a subsample "
+        "of them): rare outcomes (follows, ad streams) need far more rows than feature drift for enough positives.",
+    )
+    current_rows: int = Field(default=50_000, gt=0, description="A larger window is sampled down to this.")
+    seed: int = 0
+    top_k: int = Field(
+        default=20,
+        gt=0,
+        description="Id and multi-valued features are tested as membership of their k most frequent reference "
+        "values (everything else is 'other'); multi-valued ones also by list length.",
+    )
+    exclude: dict[str, str] = Field(
+        default_factory=dict, description="Features not tested for drift, each with the reason."
+    )
+    segments: list[str] = Field(
+        default_factory=lambda: ["source"],
+        description="Columns whose values each get a drift report of their own (e.g. source, surface).",
+    )
+    min_segment_rows: int = Field(
+        default=2000, gt=0, description="Segments with fewer rows (in the window or the reference) are not reported."
+    )
+    within: dict[str, str] = Field(
+        default_factory=dict,
+        description="Monitored column -> key feature: the column is also tested within the key's values (the "
+        "reference resampled to the window's mix of keys both have), so a change of mix across keys that happens by "
+        "design (campaign flights) does not count, a change within them does. Reported as `column|key`.",
+    )
+    label_segments: list[str] = Field(
+        default_factory=list,
+        description="Categorical features whose values each get a calibration check of their own: a change of "
+        "P(outcome | features) (tastes moving) shows in some segments long before it moves the whole population.",
+    )
+    calibration_min_z: float = Field(
+        default=3.0,
+        gt=0,
+        description="A calibration shift counts only when it is this many standard errors from 0 (Poisson errors of "
+        "the positives counted now and in the reference), so small segments need larger shifts.",
+    )
+    min_segment_positives: int = Field(
+        default=30, ge=1, description="A label segment is judged with this many positives in both windows."
+    )
+    method: Literal["psi", "jensenshannon", "hellinger"] = Field(
+        default="psi", description="Evidently's drift method for every column (PSI: 0.1 moderate, 0.25 major)."
+    )
+    threshold: float = Field(default=0.1, gt=0, description="Score at which a column drifts.")
+    thresholds: dict[str, float] = Field(
+        default_factory=dict, description="Per column (or segment/column) thresholds that replace `threshold`."
+    )
     warn_share: float = Field(default=0.2, ge=0, le=1)
     alert_share: float = Field(default=0.4, ge=0, le=1)
+    major_factor: float = Field(
+        default=2.5,
+        ge=1,
+        description="A column whose score reaches this many times its threshold ALERTs by itself (PSI's 0.25 "
+        "'major' over 0.1 'moderate').",
+    )
+    prediction_warn: float = Field(default=0.1, gt=0, description="Score of a task's predictions that WARNs.")
+    prediction_alert: float = Field(default=0.25, gt=0, description="Score of a task's predictions that ALERTs.")
+    min_positives: int = Field(
+        default=100, ge=1, description="Label-based checks need this many positives in both windows."
+    )
+    calibration_warn: float = Field(
+        default=0.2,
+        gt=0,
+        description="|log| of (observed / predicted rate now) / (the same in the reference) that WARNs.",
+    )
+    calibration_alert: float = Field(default=0.3, gt=0, description="... and that ALERTs.")
+    quality_warn: float = Field(
+        default=0.05, gt=0, lt=1, description="Drop of a task's ROC-AUC below the reference's that WARNs."
+    )
+    quality_alert: float = Field(default=0.08, gt=0, lt=1, description="... and that ALERTs.")
+    tasks: dict[str, TaskDriftLevels] = Field(
+        default_factory=dict, description="Per task levels that replace the defaults above (unknown tasks are ignored)."
+    )
+
+    def levels(self, task: str, check: Literal["prediction", "calibration", "quality"]) -> tuple[float, float]:
+        """The (WARN, ALERT) levels of one task's prediction, calibration or quality check."""
+        own = self.tasks.get(task, TaskDriftLevels())
+        warn, alert = getattr(own, f"{check}_warn"), getattr(own, f"{check}_alert")
+        return (
+            getattr(self, f"{check}_warn") if warn is None else warn,
+            getattr(self, f"{check}_alert") if alert is None else alert,
+        )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftThresholds:
+        pairs = [("warn_share", "alert_share"), ("prediction_warn", "prediction_alert")]
+        pairs += [("calibration_warn", "calibration_alert"), ("quality_warn", "quality_alert")]
+        for low, high in pairs:
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(f"{low} ({getattr(self, low)}) must not exceed {high} ({getattr(self, high)})")
+        for task in self.tasks:
+            for check in ("prediction", "calibration", "quality"):
+                warn, alert = self.levels(task, check)  # type: ignore[arg-type]
+                if warn > alert:
+                    raise ValueError(f"tasks.{task}: {check} warn level ({warn}) must not exceed its alert ({alert})")
+        return self
 
 
 class RateBounds(_Frozen):
@@ -336,6 +478,123 @@ class ValidationConfig(_Frozen):
         return self.positive_rates.get(outcome, RateBounds(min=self.min_positive_rate, max=self.max_positive_rate))
 
 
+class KuaiRandConfig(_Frozen):
+    """How coldcast.core.kuairand maps the KuaiRand logs onto the platform's sources, outcomes and time."""
+
+    logs: list[str] = Field(
+        default_factory=lambda: ["log_standard_*.csv", "log_random_*.csv"],
+        min_length=1,
+        description="Glob patterns of the impression logs in the source folder (every match is read).",
+    )
+    users: str = Field(default="user_features_*.csv", description="Static user features (optional file).")
+    videos: str = Field(default="video_features_basic_*.csv", description="Static video features (optional file).")
+    statistics: str = Field(
+        default="video_features_statistic_*.csv",
+        description="Whole-period video aggregates: recorded in the manifest, never features (they see the future).",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=lambda: {"stream": "long_view", "click": "is_click", "like": "is_like", "follow": "is_follow"},
+        description="Platform outcome -> KuaiRand label column.",
+    )
+    source_by: Literal["video_type", "tab"] = "video_type"
+    video_type_sources: dict[str, str] = Field(
+        default_factory=lambda: {"AD": "ad", "NORMAL": "promotion", "UNKNOWN": "promotion"},
+        description="With source_by=video_type: video_type value -> source.",
+    )
+    tab_sources: dict[str, list[int]] = Field(
+        default_factory=lambda: {"promotion": [1], "ad": [0, *range(2, 15)]},
+        description="With source_by=tab: source -> the tab values (app surfaces) it covers.",
+    )
+    timezone: str = Field(default="Asia/Shanghai", description="The app's local clock, for hour and weekday.")
+    launch_date: Literal["first_seen", "upload_dt"] = Field(
+        default="first_seen",
+        description="show_launch_date: a video's first impression in the imported logs, or its upload_dt.",
+    )
+    history_outcome: str = Field(
+        default="stream",
+        description="The outcome whose earlier positives count as plays: popularity, trailing counts, recent_*.",
+    )
+    chunk_rows: int = Field(default=500_000, gt=0, description="CSV rows read at a time.")
+
+    @model_validator(mode="after")
+    def _disjoint_tabs(self) -> KuaiRandConfig:
+        seen: dict[int, str] = {}
+        for source, tabs in self.tab_sources.items():
+            for tab in tabs:
+                if tab in seen:
+                    raise ValueError(f"tab_sources: tab {tab} is mapped to both {seen[tab]!r} and {source!r}")
+                seen[tab] = source
+        return self
+
+
+class ObjectiveDef(_Frozen):
+    """A ranking objective: a weighted sum of task probabilities, optionally per unit of candidate cost."""
+
+    description: str = ""
+    weights: dict[str, float] = Field(min_length=1, description="task -> weight (>= 0, at least one > 0).")
+    per_cost: bool = Field(
+        default=False,
+        description="Divide by each candidate's cost: expected outcomes per unit spend (for a stream task, "
+        "ranking by it minimises eCPS, the cost per stream).",
+    )
+
+    @model_validator(mode="after")
+    def _weights(self) -> ObjectiveDef:
+        bad = {t: w for t, w in self.weights.items() if not (w >= 0 and w != float("inf"))}
+        if bad:
+            raise ValueError(f"weights must be finite and >= 0, got {bad}")
+        if not any(w > 0 for w in self.weights.values()):
+            raise ValueError("at least one weight must be > 0")
+        return self
+
+
+class ServingBatching(_Frozen):
+    """Adaptive batching of model calls across concurrent requests (coldcast.serving.batching)."""
+
+    max_rows: int = Field(default=2048, gt=0, description="Most rows in one model call, across requests.")
+    max_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=1000,
+        description="How long an idle model waits for more requests before it runs. Batches form anyway while "
+        "the model is busy, so 0 adds no latency at low load.",
+    )
+
+
+class ServingLog(_Frozen):
+    """Prediction logging (coldcast.core.predlog): a file per flush, written off the request path."""
+
+    max_rows: int = Field(default=5000, gt=0, description="Flush when this many rows are buffered.")
+    max_seconds: float = Field(default=5.0, gt=0, description="Flush rows at most this old.")
+    max_buffer_rows: int = Field(
+        default=200_000,
+        gt=0,
+        description="Rows held while the writer falls behind; beyond it rows are counted as dropped.",
+    )
+
+
+class ServingConfig(_Frozen):
+    """The BentoML service (coldcast.serving): request limits, ranking objectives, batching and logging."""
+
+    max_request_rows: int = Field(default=1000, gt=0, description="Most /score rows or /rank candidates a request.")
+    request_groups: list[Literal["user", "content", "context", "creative"]] = Field(
+        default_factory=lambda: ["user", "context"],
+        description="/rank: feature groups sent once per request; the other groups come with each candidate.",
+    )
+    objectives: dict[str, ObjectiveDef] = Field(
+        default_factory=dict,
+        description="Named /rank objectives. Every task is also an objective by its own name. An objective "
+        "naming a task the served model lacks is listed as unavailable in /metadata.",
+    )
+    default_objective: str | None = Field(default=None, description="/rank objective when a request names none.")
+    timeout_s: float = Field(default=30.0, gt=0, description="Longest a request may take before BentoML aborts it.")
+    model_threads: int = Field(
+        default=0, ge=0, description="TensorFlow threads per worker for one model call (0: TensorFlow decides)."
+    )
+    batching: ServingBatching = ServingBatching()
+    log: ServingLog = ServingLog()
+
+
 # --------------------------------------------------------------------------------------------------- the spec
 class Spec(_Frozen):
     """Everything the platform needs to know about features, sources, tasks, the world and thresholds."""
@@ -354,6 +613,8 @@ class Spec(_Frozen):
     gate: GateConfig = GateConfig()
     drift: DriftThresholds = DriftThresholds()
     validation: ValidationConfig = ValidationConfig()
+    kuairand: KuaiRandConfig = KuaiRandConfig()
+    serving: ServingConfig = ServingConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> Spec:
@@ -510,9 +771,54 @@ def _consistency_problems(spec: Spec) -> Iterable[str]:
         yield f"gate.max_regression.{metric}: unknown metric; metrics are {list(METRICS)}"
     for oname in set(spec.validation.positive_rates) - set(spec.outcomes):
         yield f"validation.positive_rates.{oname}: not a declared outcome"
+    yield from _drift_problems(spec, seen)
+    # every task is an objective by its own name, so a named objective may not reuse one
+    for oname in set(spec.serving.objectives) & set(spec.tasks):
+        yield f"serving.objectives.{oname}: the name is taken by a task (which is an objective by itself)"
     days_needed = spec.split.validation_days + spec.split.test_days
     if spec.world.days <= days_needed:
         yield f"world.days: {spec.world.days} leaves no training days after {days_needed} validation + test days"
+
+
+def drift_columns(spec: Spec) -> dict[str, Feature]:
+    """Monitored column -> feature: each feature by name, a multi-valued one as `<name>.len` and `<name>.top`."""
+    out: dict[str, Feature] = {}
+    for f in spec.feature_list:
+        if f.name in spec.drift.exclude:
+            continue
+        if isinstance(f.definition, MultiFeature):
+            out[f"{f.name}.len"] = out[f"{f.name}.top"] = f
+        else:
+            out[f.name] = f
+    return out
+
+
+def _drift_problems(spec: Spec, features: Mapping[str, str]) -> Iterable[str]:
+    # Exclusions and thresholds that name a feature the spec does not declare are ignored (monitoring only reads
+    # declared features), so a preset that drops a feature need not edit the drift section too.
+    for column in spec.drift.segments:
+        definition = spec.features.get(features.get(column, ""), {}).get(column)
+        if column != "source" and not isinstance(definition, CategoricalFeature):
+            yield f"drift.segments: {column!r} is neither 'source' nor a categorical feature"
+    columns = drift_columns(spec)
+    for column, key in spec.drift.within.items():
+        if column.partition(".")[0] in features and column not in columns:
+            yield f"drift.within.{column}: {column!r} is not a monitored column (excluded, or a wrong suffix)"
+        if column.partition(".")[0] in features and key not in features:
+            yield f"drift.within.{column}: {key!r} is not a feature"
+    for column in spec.drift.label_segments:
+        definition = spec.features.get(features.get(column, ""), {}).get(column)
+        if column in features and not isinstance(definition, CategoricalFeature):
+            yield f"drift.label_segments: {column!r} is not a categorical feature"
+    within = {f"{c}|{k}" for c, k in spec.drift.within.items()}
+    for key in spec.drift.thresholds:
+        segment, _, column = key.rpartition("/")
+        if column in within:
+            pass  # a within column (`format|campaign_id`)
+        elif column.partition(".")[0] in features and column not in columns:
+            yield f"drift.thresholds.{key}: {column!r} is not a monitored column (excluded, or a wrong suffix)"
+        if segment and segment.partition("=")[0] not in spec.drift.segments:
+            yield f"drift.thresholds.{key}: {segment!r} is not a segment (segments: {spec.drift.segments})"
 
 
 # --------------------------------------------------------------------------------------------------- loading
@@ -576,11 +882,15 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursively merge `update` over `base`; a mapping key set to null in `update` deletes it."""
+    """Recursively merge `update` over `base`; a mapping key set to null in `update` deletes it.
+
+    A null for a key `base` lacks is a no-op, so a preset that deletes keys merges the same over the shipped
+    default as over a spec it already shaped (e.g. a dataset's spec.yaml).
+    """
     out = copy.deepcopy(dict(base))
     for key, value in update.items():
-        if value is None and isinstance(out.get(key), Mapping):
-            out.pop(key)
+        if value is None and (key not in out or isinstance(out[key], Mapping)):
+            out.pop(key, None)
         elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             out[key] = deep_merge(out[key], value)
         else:

@@ -29,6 +29,7 @@ from coldcast.core.world import (
     assign_tiers,
     build_world,
 )
+from coldcast.evaluation.metrics import MetricValue, poisson_weights
 
 Scorer = Callable[[pd.DataFrame], np.ndarray]
 ARMS: tuple[str, str] = ("control", "treatment")
@@ -54,18 +55,28 @@ class ArmStats(_Result):
     i2s: float | None  # streams / impressions
     ctr: float | None  # clicks / impressions
     ecps: float | None  # spend / streams: effective cost per stream, lower is better
+    # The same from the true probabilities of the ads shown (no outcome noise): what the arm is really worth.
+    expected_streams: float
+    expected_i2s: float | None
+    expected_ecps: float | None
+
+
+# Metrics a Lift reports; for eCPS negative is better.
+LIFT_METRICS: tuple[str, ...] = ("impressions", "streams", "clicks", "spend", "i2s", "ctr", "ecps", "expected_i2s")
 
 
 class Lift(_Result):
-    """Treatment relative to control, (treatment - control) / control; None where control is zero or undefined."""
+    """Treatment relative to control, (treatment - control) / control, each with a paired bootstrap 95% interval
+    over opportunities (both arms resampled together); None where control is zero or undefined."""
 
-    impressions: float | None
-    streams: float | None
-    clicks: float | None
-    spend: float | None
-    i2s: float | None
-    ctr: float | None
-    ecps: float | None  # negative is better
+    impressions: MetricValue
+    streams: MetricValue
+    clicks: MetricValue
+    spend: MetricValue
+    i2s: MetricValue
+    ctr: MetricValue
+    ecps: MetricValue  # negative is better
+    expected_i2s: MetricValue
 
 
 class Segment(_Result):
@@ -86,6 +97,7 @@ class ABResult(_Result):
     campaigns_per_opportunity: int
     budget_ratio: float | None
     rank_by: str
+    bootstrap: int
     fill_rate: dict[str, float]
     segments: list[Segment]
 
@@ -108,6 +120,22 @@ class ABResult(_Result):
 
 
 # --------------------------------------------------------------------------------------------------- scorers
+def model_scorer(model: str | Path | object, task: str = "ad_stream", head: str | None = None) -> Scorer:
+    """Scores candidates with a model directory's head for `task` (or `head`: direct apply, e.g. the promotions
+    model's promo_stream head scoring ads). Loads TensorFlow, so it is imported only when a model is used."""
+    from coldcast.model.scoring import ScoringModel
+
+    loaded = model if isinstance(model, ScoringModel) else ScoringModel.load(model)  # type: ignore[arg-type]
+    name = head or task
+    if name not in loaded.tasks:
+        raise KeyError(f"{loaded.path} has no head {name!r}; heads are {loaded.tasks}")
+
+    def score(df: pd.DataFrame) -> np.ndarray:
+        return loaded.predict(df, batch_size=16_384)[name].to_numpy(dtype=np.float64)
+
+    return score
+
+
 def oracle_scorer(outcome: str = "stream") -> Scorer:
     """Scores every candidate by its true probability of `outcome`: the best any model could do."""
 
@@ -139,24 +167,28 @@ def simulate_ab(
     campaigns_per_opportunity: int = 40,
     budget_ratio: float | None = 1.0,
     rank_by: Literal["score", "score_per_cost"] = "score",
+    bootstrap: int = 200,
     seed: int = 0,
     progress: ProgressFn | None = None,
 ) -> ABResult:
     """Simulate a budget-split A/B test of two scorers on ad opportunities drawn by the world's own Simulator.
 
-    Every campaign's budget for the window is split in half, one half per arm, and paced evenly over the days
-    it is active. Both arms see the same opportunities (a listener and a context, drawn for an ad impression);
-    for each, `campaigns_per_opportunity` active campaigns are sampled uniformly (the same for both arms), and
-    each arm shows the candidate creative its scorer ranks first (by p(stream), or by p(stream) / cost) among
-    campaigns with enough budget left in that arm today. Streams and clicks are drawn from the true
-    probabilities with random numbers shared by the two arms, and the impression's cost (CPM / 1000) is
-    charged to the arm's half of the campaign budget.
+    In a budget-split test every campaign's budget is split in half and each half serves its own half of the
+    traffic. Here both arms see the same opportunities (a listener and a context, drawn for an ad impression,
+    with common random numbers: the comparison carries far less noise than two disjoint halves), so each arm's
+    half of a campaign's budget is scaled to the traffic it sees, paced evenly over the days the campaign is
+    active. For each opportunity `campaigns_per_opportunity` active campaigns are sampled uniformly (the same
+    for both arms), and each arm shows the candidate creative its scorer ranks first (by p(stream), or by
+    p(stream) / cost) among campaigns with enough of that arm's budget left today. Streams and clicks are drawn
+    from the true probabilities with uniforms shared by the arms, and the impression's cost (CPM / 1000) is
+    charged to the arm's budget.
 
-    `days` are world day indexes or ISO dates (default: the spec's test days). `budget_ratio` sets both arms'
-    budgets together to that multiple of what filling every opportunity once at the mean CPM costs, split
-    across campaigns in proportion to their own budgets; None keeps the world's budgets scaled to the sampled
-    traffic (they rarely bind). With a Dataset, popularity tiers come from its recorded daily streams; with a
-    spec or world, from the world's organic streams (which dominate them).
+    `days` are world day indexes or ISO dates (default: the spec's test days). `budget_ratio` sets each arm's
+    budget to that multiple of what showing one ad in every opportunity at the mean CPM costs (below 1 the
+    budgets bind and campaigns run out), split across campaigns in proportion to their own budgets; None keeps
+    the world's budgets scaled to the sampled traffic. With a Dataset, popularity tiers come from its recorded
+    daily streams; with a spec or world, from the world's organic streams (which dominate them). Lifts carry
+    paired bootstrap 95% intervals from `bootstrap` Poisson resamples of the opportunities.
     """
     dataset = source if isinstance(source, Dataset) else None
     if isinstance(source, World):
@@ -192,7 +224,7 @@ def simulate_ab(
         if progress is not None:
             progress(i + 1, len(window))
     total = int(sum(counts))
-    segments, fill = _summarise(log, spec.popularity.tiers, total)
+    segments, fill = _summarise(log, spec.popularity.tiers, total, bootstrap, seed)
     return ABResult(
         seed=seed,
         days=[(spec.world.start_date + timedelta(days=d)).isoformat() for d in window.tolist()],
@@ -200,6 +232,7 @@ def simulate_ab(
         campaigns_per_opportunity=campaigns_per_opportunity,
         budget_ratio=budget_ratio,
         rank_by=rank_by,
+        bootstrap=bootstrap,
         fill_rate=fill,
         segments=segments,
     )
@@ -253,22 +286,25 @@ class _Market:
         return self.trailing[day] < self.less_below
 
     def daily_caps(self, counts: list[int], budget_ratio: float | None) -> np.ndarray:
-        """Per arm, campaign and window day, the spend allowed that day: half the paced window budget."""
+        """Per campaign and window day, the spend one arm may make that day: its half of the campaign's paced
+        window budget, scaled from the half of the traffic it would serve to the opportunities it sees."""
         sim, cfg = self.sim, self.world.config
         days_active = self.is_active.sum(axis=1)
         duration = np.maximum(sim.camp_end - sim.camp_start + 1, 1)
         window_budget = sim.camp_budget * days_active / duration
         opps = sum(counts)
         if budget_ratio is None:
-            # The world's budgets, scaled from its whole ad traffic in the window to the sampled opportunities.
+            # Half of each world budget for half of the world's ad traffic in the window, per sampled opportunity.
             traffic = sum(sim.day_count(int(d)) for d in self.window) * cfg.ads_share
             scale = opps / max(traffic, 1.0)
         else:
+            if budget_ratio <= 0:
+                raise ValueError(f"budget_ratio must be positive (or None), not {budget_ratio}")
             live = np.isin(sim.cr_campaign, np.flatnonzero(days_active > 0))
             mean_cost = float(self.cr_cost[live].mean()) if live.any() else 0.0
             scale = budget_ratio * opps * mean_cost / max(float(window_budget.sum()), 1e-12)
         per_day = np.divide(window_budget * scale, days_active, out=np.zeros(len(days_active)), where=days_active > 0)
-        return 0.5 * per_day[:, None] * self.is_active
+        return per_day[:, None] * self.is_active
 
 
 def _trailing(world: World, window: np.ndarray, dataset: Dataset | None) -> list[np.ndarray]:
@@ -431,8 +467,10 @@ class _Candidates:
         hour = d.values.get("hour", np.zeros(m, dtype=np.int64)).astype(np.int64)
         seconds = hour * 3600 + (row_opp * 7919) % 3600
         cols: dict[str, pa.Array] = {
+            # unique per day: opportunity x 10,000 + rank within it (an opportunity has far fewer candidates)
             "impression_id": pa.array(
-                [f"ab{day_date:%Y%m%d}-{o:06d}-{j:04d}" for o, j in zip(row_opp, within, strict=True)]
+                np.char.add(f"ab{day_date:%Y%m%d}-", (row_opp.astype(np.int64) * 10_000 + within).astype(str)),
+                type=pa.string(),
             ),
             "timestamp": pa.array(
                 (np.datetime64(day_date, "s") + seconds.astype("timedelta64[s]")).astype("datetime64[us]"),
@@ -514,59 +552,125 @@ class _DayLog:
         self.tiers, self.less = tiers, less
 
 
-def _summarise(log: list[_DayLog], n_tiers: int, opportunities: int) -> tuple[list[Segment], dict[str, float]]:
+_SELECTORS = ("all", "less_streamed", "more_streamed")
+
+
+def _summarise(
+    log: list[_DayLog], n_tiers: int, opportunities: int, bootstrap: int, seed: int
+) -> tuple[list[Segment], dict[str, float]]:
+    """Per segment, each arm's totals and the lift, with intervals from resampling opportunities (paired)."""
+    # One row per opportunity, aligned across arms (both arms saw the same opportunities in the same order).
     per_arm: dict[str, dict[str, np.ndarray]] = {}
     for arm in ARMS:
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("stream", "click", "cost", "tier", "less")}
+        cols: dict[str, list[np.ndarray]] = {k: [] for k in ("filled", "stream", "click", "cost", "p", "tier", "less")}
         for day in log:
             chosen = day.picks[arm]
             filled = chosen >= 0
-            rows, c = chosen[filled], day.cands
+            rows, c = np.where(filled, chosen, 0), day.cands
             # The same uniform per opportunity in both arms: an arm that picks the same ad gets the same outcome.
-            parts["stream"].append(day.u_stream[filled] < c.p_stream[rows])
-            parts["click"].append(day.u_click[filled] < c.p_click[rows])
-            parts["cost"].append(c.cost[rows])
-            parts["tier"].append(day.tiers[c.show[rows]])
-            parts["less"].append(day.less[c.show[rows]])
-        per_arm[arm] = {
-            k: np.concatenate(v) if v else np.zeros(0, dtype=bool if k in ("stream", "click", "less") else float)
-            for k, v in parts.items()
-        }
-    selectors: list[tuple[str, Callable[[dict[str, np.ndarray]], np.ndarray]]] = [
-        ("all", lambda a: np.ones(len(a["cost"]), dtype=bool)),
-        ("less_streamed", lambda a: a["less"].astype(bool)),
-        ("more_streamed", lambda a: ~a["less"].astype(bool)),
-    ]
-    selectors += [(f"tier_{t}", lambda a, t=t: a["tier"] == t) for t in range(n_tiers)]
+            cols["filled"].append(filled)
+            cols["stream"].append(filled & (day.u_stream < c.p_stream[rows]))
+            cols["click"].append(filled & (day.u_click < c.p_click[rows]))
+            cols["cost"].append(np.where(filled, c.cost[rows], 0.0))
+            cols["p"].append(np.where(filled, c.p_stream[rows], 0.0))
+            cols["tier"].append(np.where(filled, day.tiers[c.show[rows]], -1))
+            cols["less"].append(filled & day.less[c.show[rows]])
+        per_arm[arm] = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+    n = len(per_arm["control"]["filled"])
+    # (opportunities x replicates), float once: every segment's totals are one matrix product
+    weights = poisson_weights(bootstrap, n, seed=[seed, 7]).T.astype(np.float64) if bootstrap > 0 and n else None
+    names = [*_SELECTORS, *(f"tier_{t}" for t in range(n_tiers))]
     segments = []
-    for name, select in selectors:
-        stats = {arm: _stats(per_arm[arm], select(per_arm[arm])) for arm in ARMS}
+    for name in names:
+        sums = {arm: _sums(per_arm[arm], _select(per_arm[arm], name), weights) for arm in ARMS}
+        point = {arm: {k: float(v[0]) for k, v in sums[arm].items()} for arm in ARMS}
         segments.append(
-            Segment(name=name, control=stats["control"], treatment=stats["treatment"], lift=_lift(*stats.values()))
+            Segment(
+                name=name,
+                control=_stats(point["control"]),
+                treatment=_stats(point["treatment"]),
+                lift=_lift(sums["control"], sums["treatment"]),
+            )
         )
-    fill = {arm: len(per_arm[arm]["cost"]) / opportunities if opportunities else 0.0 for arm in ARMS}
+    fill = {arm: float(per_arm[arm]["filled"].sum()) / opportunities if opportunities else 0.0 for arm in ARMS}
     return segments, fill
 
 
-def _stats(arm: dict[str, np.ndarray], rows: np.ndarray) -> ArmStats:
-    impressions = int(rows.sum())
-    streams = int(arm["stream"][rows].sum())
-    clicks = int(arm["click"][rows].sum())
-    spend = float(arm["cost"][rows].sum())
+def _select(arm: dict[str, np.ndarray], name: str) -> np.ndarray:
+    filled = arm["filled"].astype(bool)
+    if name == "all":
+        return filled
+    if name == "less_streamed":
+        return arm["less"].astype(bool)
+    if name == "more_streamed":
+        return filled & ~arm["less"].astype(bool)
+    return arm["tier"] == int(name.removeprefix("tier_"))
+
+
+def _sums(arm: dict[str, np.ndarray], rows: np.ndarray, weights: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Totals of the selected opportunities: column 0 the point estimate, then one per bootstrap replicate."""
+    x = np.vstack(
+        [
+            rows.astype(np.float64),
+            np.where(rows, arm["stream"], 0).astype(np.float64),
+            np.where(rows, arm["click"], 0).astype(np.float64),
+            np.where(rows, arm["cost"], 0.0),
+            np.where(rows, arm["p"], 0.0),
+        ]
+    )
+    point = x.sum(axis=1, keepdims=True)
+    totals = point if weights is None else np.hstack([point, x @ weights])
+    return dict(zip(("impressions", "streams", "clicks", "spend", "expected"), totals, strict=True))
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1.0), np.nan)
+
+
+def _metrics(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {
+        "impressions": s["impressions"],
+        "streams": s["streams"],
+        "clicks": s["clicks"],
+        "spend": s["spend"],
+        "i2s": _ratio(s["streams"], s["impressions"]),
+        "ctr": _ratio(s["clicks"], s["impressions"]),
+        "ecps": _ratio(s["spend"], s["streams"]),
+        "expected_i2s": _ratio(s["expected"], s["impressions"]),
+    }
+
+
+def _stats(s: dict[str, float]) -> ArmStats:
+    impressions, streams, expected = round(s["impressions"]), round(s["streams"]), s["expected"]
     return ArmStats(
         impressions=impressions,
         streams=streams,
-        clicks=clicks,
-        spend=spend,
+        clicks=round(s["clicks"]),
+        spend=s["spend"],
         i2s=streams / impressions if impressions else None,
-        ctr=clicks / impressions if impressions else None,
-        ecps=spend / streams if streams else None,
+        ctr=s["clicks"] / impressions if impressions else None,
+        ecps=s["spend"] / streams if streams else None,
+        expected_streams=expected,
+        expected_i2s=expected / impressions if impressions else None,
+        expected_ecps=s["spend"] / expected if expected > 0 else None,
     )
 
 
-def _lift(control: ArmStats, treatment: ArmStats) -> Lift:
-    def rel(name: str) -> float | None:
-        a, b = getattr(control, name), getattr(treatment, name)
-        return None if a is None or b is None or a == 0 else (b - a) / a
-
-    return Lift(**{name: rel(name) for name in Lift.model_fields})
+def _lift(control: dict[str, np.ndarray], treatment: dict[str, np.ndarray]) -> Lift:
+    c, t = _metrics(control), _metrics(treatment)
+    out = {}
+    for name in LIFT_METRICS:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.where((c[name] != 0) & np.isfinite(c[name]), (t[name] - c[name]) / np.abs(c[name]), np.nan)
+        point, reps = rel[0], rel[1:]
+        if not np.isfinite(point):
+            out[name] = MetricValue(value=None, reason="control is zero or undefined in this segment")
+            continue
+        finite = reps[np.isfinite(reps)]
+        if len(reps) and len(finite) >= 0.9 * len(reps):
+            low, high = np.percentile(finite, [2.5, 97.5])
+            out[name] = MetricValue(value=float(point), low=float(low), high=float(high))
+        else:
+            out[name] = MetricValue(value=float(point))
+    return Lift(**out)

@@ -11,12 +11,10 @@ from pydantic import BaseModel, ConfigDict
 
 from coldcast.core.data import write_json
 from coldcast.core.spec import Spec
-from coldcast.evaluation.metrics import HIGHER_IS_BETTER, MetricSet
+from coldcast.evaluation.metrics import HIGHER_IS_BETTER, MetricSet, MetricValue
 from coldcast.evaluation.report import EvaluationReport, Figure, TaskReport
 
 HEADLINE = "headline"
-# A slice with fewer positives than this is too noisy to block a model: its checks are recorded as skipped.
-DEFAULT_MIN_POSITIVES = 50
 
 
 class _Result(BaseModel):
@@ -66,16 +64,21 @@ def bless(
     spec: Spec,
     promoted: EvaluationReport | None = None,
     *,
-    min_positives: int = DEFAULT_MIN_POSITIVES,
+    min_positives: int | None = None,
 ) -> GateVerdict:
     """Judge `candidate` against the spec's gate: floors always, regressions vs `promoted` when there is one.
 
     Checks run on each task's headline figure and on every slice of its headline population. For log loss and
     ECE (lower is better) a floor is an upper bound and a regression is a relative increase. A slice with fewer
-    than `min_positives` positives, or where the metric is undefined, is skipped; so is a floor that even the
-    ground truth does not reach on that slice (synthetic data only), since no model could pass it.
+    than `min_positives` (default: the spec's gate.min_positives) positives, or where the metric is undefined,
+    is skipped; so is a floor that even the ground truth does not reach on that slice (synthetic data only),
+    since no model could pass it. With `gate.slice_regressions: significant` a slice fails only when the whole
+    95% interval of the candidate's figure is on the wrong side of the bound (the miss is not noise); headline
+    figures are always judged on their point value.
     """
     gate = spec.gate
+    min_positives = gate.min_positives if min_positives is None else min_positives
+    significant = gate.slice_regressions == "significant"
     checks: list[GateCheck] = []
     notes: list[str] = []
     for task in gate.floors:
@@ -95,7 +98,7 @@ def bless(
     for task_name, task in candidate.tasks.items():
         for slice_name, figure in _figures(task):
             for metric, floor in gate.floors.get(task_name, {}).items():
-                checks.append(_floor(task_name, slice_name, metric, floor, figure, min_positives))
+                checks.append(_floor(task_name, slice_name, metric, floor, figure, min_positives, significant))
             if promoted is None or task_name not in promoted.tasks:
                 continue
             reference = dict(_figures(promoted.tasks[task_name])).get(slice_name)
@@ -103,7 +106,9 @@ def bless(
                 continue
             for metric, drop in gate.max_regression.items():
                 checks.append(
-                    _regression(task_name, slice_name, metric, drop, figure.model, reference.model, min_positives)
+                    _regression(
+                        task_name, slice_name, metric, drop, figure.model, reference.model, min_positives, significant
+                    )
                 )
     if promoted is not None:
         if promoted.data_fingerprint != candidate.data_fingerprint:
@@ -131,7 +136,9 @@ def _figures(task: TaskReport) -> Iterator[tuple[str, Figure]]:
             yield f"{name}={value}", figure
 
 
-def _floor(task: str, where: str, metric: str, floor: float, figure: Figure, min_positives: int) -> GateCheck:
+def _floor(
+    task: str, where: str, metric: str, floor: float, figure: Figure, min_positives: int, significant: bool
+) -> GateCheck:
     higher = HIGHER_IS_BETTER[metric]
     value = figure.model.metric(metric).value
     base = dict(task=task, slice=where, metric=metric, kind="floor", value=value, threshold=floor)
@@ -148,6 +155,12 @@ def _floor(task: str, where: str, metric: str, floor: float, figure: Figure, min
             return GateCheck(**base, passed=None, reason=reason)
     if _ok(value, floor, higher):
         return GateCheck(**base, passed=True, reason=f"{label} = {value:.4f}, {bound} the floor {floor:g}")
+    if significant and where != HEADLINE and _within_noise(figure.model.metric(metric), floor, higher):
+        return GateCheck(
+            **base,
+            passed=True,
+            reason=f"{label} = {value:.4f}, short of the floor {floor:g} only within its 95% interval",
+        )
     return GateCheck(**base, passed=False, reason=f"{label} = {value:.4f}, must be {bound} {floor:g}")
 
 
@@ -159,6 +172,7 @@ def _regression(
     model: MetricSet,
     reference: MetricSet,
     min_positives: int,
+    significant: bool,
 ) -> GateCheck:
     higher = HIGHER_IS_BETTER[metric]
     value, before = model.metric(metric).value, reference.metric(metric).value
@@ -178,7 +192,16 @@ def _regression(
     worst = f"{'drop' if higher else 'rise'} allowed {max_drop:.0%}"
     if _ok(value, limit, higher):
         return GateCheck(**base, passed=True, reason=f"{described}, within the {worst}")
+    if significant and where != HEADLINE and _within_noise(model.metric(metric), limit, higher):
+        return GateCheck(**base, passed=True, reason=f"{described}: past the {worst} only within its 95% interval")
     return GateCheck(**base, passed=False, reason=f"{described}: worse than the largest {worst}")
+
+
+def _within_noise(value: MetricValue, bound: float, higher: bool) -> bool:
+    """Whether the figure's 95% interval still reaches the bound (without an interval: it does not)."""
+    if value.low is None or value.high is None:
+        return False
+    return value.high >= bound if higher else value.low <= bound
 
 
 def _skip(model: MetricSet, metric: str, min_positives: int, *, headline: bool) -> str | None:

@@ -6,9 +6,12 @@ import functools
 import math
 import zlib
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+
+Strategy = Literal["quantile", "uniform"]
 
 # Whether a larger value of each gateable metric is better (log loss and ECE are errors).
 HIGHER_IS_BETTER: dict[str, bool] = {"average_precision": True, "auc": True, "log_loss": False, "ece": False}
@@ -92,54 +95,90 @@ def log_loss(y: np.ndarray, p: np.ndarray, weights: np.ndarray | None = None) ->
     return float(_all(y, p, 2, _weights_row(weights, len(y)))["log_loss"][0])
 
 
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int, weights: np.ndarray | None = None) -> float:
-    """Sum over equal-width bins of (share of rows) x |mean prediction - observed rate|."""
+def expected_calibration_error(
+    y: np.ndarray,
+    p: np.ndarray,
+    bins: int,
+    weights: np.ndarray | None = None,
+    *,
+    strategy: Strategy = "uniform",
+) -> float:
+    """Sum over calibration bins of (share of rows) x |mean prediction - observed rate|."""
     y, p = _prepare(y, p)
-    return float(_all(y, p, bins, _weights_row(weights, len(y)))["ece"][0])
+    return float(_all(y, p, bin_edges(p, bins, strategy), _weights_row(weights, len(y)))["ece"][0])
 
 
 def predicted_observed(y: np.ndarray, p: np.ndarray, weights: np.ndarray | None = None) -> float:
     """Sum of predictions over sum of outcomes (1 is calibrated on average); NaN without positives."""
     y, p = _prepare(y, p)
-    return float(_all(y, p, 2, _weights_row(weights, len(y)))["predicted_observed"][0])
+    return float(_all(y, p, bin_edges(p, 2, "uniform"), _weights_row(weights, len(y)))["predicted_observed"][0])
 
 
-def calibration_curve(y: np.ndarray, p: np.ndarray, bins: int) -> list[CalibrationBin]:
-    """Mean prediction and observed rate per equal-width bin (for reliability plots)."""
+def bin_edges(p: np.ndarray, bins: int, strategy: Strategy) -> np.ndarray:
+    """Calibration bin edges as scikit-learn's calibration_curve draws them: equal width, or equal row counts
+    (quantiles of the predictions, tied edges merged)."""
+    if bins < 2:
+        raise ValueError(f"calibration needs at least 2 bins, not {bins}")
+    if strategy == "uniform":
+        return np.linspace(0.0, 1.0, bins + 1)
+    if strategy != "quantile":
+        raise ValueError(f"unknown calibration strategy {strategy!r}; use 'quantile' or 'uniform'")
+    if len(p) == 0:
+        return np.linspace(0.0, 1.0, bins + 1)
+    edges = np.unique(np.percentile(np.asarray(p, dtype=np.float64), np.linspace(0, 100, bins + 1)))
+    return edges if len(edges) > 1 else np.array([edges[0], edges[0]])
+
+
+def calibration_curve(
+    y: np.ndarray, p: np.ndarray, bins: int, *, strategy: Strategy = "uniform"
+) -> list[CalibrationBin]:
+    """Mean prediction and observed rate per calibration bin (for reliability plots); empty bins included."""
     y, p = _prepare(y, p)
-    idx = _bin_index(p, bins)
-    count = np.bincount(idx, minlength=bins)
-    sum_p = np.bincount(idx, weights=p, minlength=bins)
-    sum_y = np.bincount(idx, weights=y, minlength=bins)
+    edges = bin_edges(p, bins, strategy)
+    k = len(edges) - 1
+    idx = _bin_index(p, edges)
+    count = np.bincount(idx, minlength=k)
+    sum_p = np.bincount(idx, weights=p, minlength=k)
+    sum_y = np.bincount(idx, weights=y, minlength=k)
     return [
         CalibrationBin(
-            lower=b / bins,
-            upper=(b + 1) / bins,
+            lower=float(edges[b]),
+            upper=float(edges[b + 1]),
             count=int(count[b]),
             mean_predicted=float(sum_p[b] / count[b]) if count[b] else None,
             observed_rate=float(sum_y[b] / count[b]) if count[b] else None,
         )
-        for b in range(bins)
+        for b in range(k)
     ]
 
 
 # --------------------------------------------------------------------------------------------------- with intervals
 def compute_metrics(
-    y: np.ndarray, p: np.ndarray, *, bins: int = 10, bootstrap: int = 0, seed: int | Sequence[int] = 0
+    y: np.ndarray,
+    p: np.ndarray,
+    *,
+    bins: int = 10,
+    strategy: Strategy = "uniform",
+    bootstrap: int = 0,
+    seed: int | Sequence[int] = 0,
 ) -> MetricSet:
     """All metrics of scores `p` against 0/1 outcomes `y`, with percentile 95% intervals from `bootstrap` resamples.
 
     Resampling is the Poisson bootstrap: every row gets a Poisson(1) count per replicate (the large-sample
     limit of drawing rows with replacement), used as weights, so every metric of every replicate comes from one
-    sort and a few cumulative sums, and no replicate needs the others' draws.
+    sort and a few cumulative sums, and no replicate needs the others' draws. The counts depend only on the
+    seed and the row's position in `y`, so two score vectors on the same rows with the same seed see exactly
+    the same resamples (a model and the ground truth, a candidate and the promoted model).
     """
     y, p = _prepare(y, p)
     n, positives = len(y), int(y.sum())
     reasons = _reasons(n, positives)
-    point = _all(y, p, bins, np.ones((1, n)))
+    edges = bin_edges(p, bins, strategy)
+    order = np.argsort(-p, kind="mergesort")
+    point = _all(y[order], p[order], edges, np.ones((1, n)), presorted=True)
     intervals: dict[str, tuple[float | None, float | None]] = dict.fromkeys(ALL_METRICS, (None, None))
     if bootstrap > 0 and n > 0:
-        reps = _replicates(y, p, bins, bootstrap, seed)
+        reps = _replicates(y, p, edges, bootstrap, seed, order=order)
         for name in ALL_METRICS:
             values = reps[name]
             finite = values[np.isfinite(values)]
@@ -159,9 +198,44 @@ def compute_metrics(
         positives=positives,
         mean_predicted=float(p.mean()) if n else None,
         observed_rate=float(y.mean()) if n else None,
-        calibration=calibration_curve(y, p, bins),
+        calibration=calibration_curve(y, p, bins, strategy=strategy),
         **values,
     )
+
+
+def paired_lift(
+    y: np.ndarray,
+    candidate: np.ndarray,
+    reference: np.ndarray,
+    *,
+    metric: str = "average_precision",
+    bootstrap: int = 200,
+    seed: int | Sequence[int] = 0,
+) -> MetricValue:
+    """Relative change of `metric` from `reference` to `candidate` scores on the same rows, (c - r) / r, with a
+    paired bootstrap 95% interval: both score vectors are judged on identical resamples, so the interval shows
+    what the test rows can resolve, not the two figures' separate noise."""
+    if metric not in ALL_METRICS:
+        raise KeyError(f"unknown metric {metric!r}; metrics are {list(ALL_METRICS)}")
+    y, c = _prepare(y, candidate)
+    _, r = _prepare(y, reference)
+    edges_c, edges_r = bin_edges(c, 10, "uniform"), bin_edges(r, 10, "uniform")
+    ones = np.ones((1, len(y)))
+    point_c, point_r = _all(y, c, edges_c, ones)[metric][0], _all(y, r, edges_r, ones)[metric][0]
+    if not (np.isfinite(point_c) and np.isfinite(point_r)) or point_r == 0:
+        return MetricValue(value=None, reason=_reasons(len(y), int(y.sum())).get(metric, "undefined"))
+    value = float((point_c - point_r) / abs(point_r))
+    if bootstrap <= 0:
+        return MetricValue(value=value)
+    rep_c = _replicates(y, c, edges_c, bootstrap, seed)[metric]
+    rep_r = _replicates(y, r, edges_r, bootstrap, seed)[metric]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lifts = (rep_c - rep_r) / np.abs(rep_r)
+    finite = lifts[np.isfinite(lifts)]
+    if len(finite) < _MIN_DEFINED_SHARE * len(lifts):
+        return MetricValue(value=value, reason="too few resamples where the metric is defined for an interval")
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return MetricValue(value=value, low=float(low), high=float(high))
 
 
 def stable_seed(*parts: object) -> list[int]:
@@ -183,21 +257,29 @@ def _reasons(n: int, positives: int) -> dict[str, str]:
 
 
 def _replicates(
-    y: np.ndarray, p: np.ndarray, bins: int, bootstrap: int, seed: int | Sequence[int]
+    y: np.ndarray,
+    p: np.ndarray,
+    edges: np.ndarray,
+    bootstrap: int,
+    seed: int | Sequence[int],
+    *,
+    order: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     n = len(y)
-    # Sort once; counts are independent per row, so drawing them over sorted positions changes nothing.
-    order = np.argsort(-p, kind="mergesort")
+    # Sort once. Counts are drawn in the caller's row order and then permuted with the rows, so that other
+    # scores of the same rows under the same seed get the same resamples (paired comparisons).
+    order = np.argsort(-p, kind="mergesort") if order is None else order
     y, p = y[order], p[order]
-    terms = _terms(y, p, bins)
+    terms = _terms(y, p, edges).astype(np.float32)
     chunk = max(1, _CHUNK_CELLS // n)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in ALL_METRICS}
     for start in range(0, bootstrap, chunk):
         b = min(chunk, bootstrap - start)
         # Small integer counts keep the cumulative sums exact and their memory traffic low.
-        counts = _poisson_table()[rng.integers(0, _POISSON_LEVELS, size=(b, n), dtype=np.uint16)]
-        for name, values in _all(y, p, bins, counts, terms=terms, presorted=True).items():
+        draws = rng.integers(0, _POISSON_LEVELS, size=(b, n), dtype=np.uint16)
+        counts = np.take(_poisson_table()[draws], order, axis=1)
+        for name, values in _all(y, p, edges, counts, terms=terms, presorted=True).items():
             parts[name].append(values)
     return {name: np.concatenate(v) for name, v in parts.items()}
 
@@ -205,7 +287,7 @@ def _replicates(
 def _all(
     y: np.ndarray,
     p: np.ndarray,
-    bins: int,
+    edges: np.ndarray,
     w: np.ndarray,
     *,
     terms: np.ndarray | None = None,
@@ -216,8 +298,13 @@ def _all(
     if len(y) == 0:
         return {name: np.full(b, np.nan) for name in ALL_METRICS}
     ap, auc = _ranking(y, p, w, presorted=presorted)
-    terms = _terms(y, p, bins) if terms is None else terms
-    sums = w.astype(np.float64, copy=False) @ terms
+    terms = _terms(y, p, edges) if terms is None else terms
+    # Replicates (integer counts) sum in float32: ample for 4-digit metrics and twice as fast; the point
+    # estimate (float weights) stays in float64 so that it matches scikit-learn to rounding.
+    if w.dtype.kind == "f":
+        sums = w.astype(np.float64, copy=False) @ terms
+    else:
+        sums = (w.astype(np.float32) @ terms.astype(np.float32, copy=False)).astype(np.float64)
     total, loss, observed, predicted = sums[:, 0], sums[:, 1], sums[:, 2], sums[:, 3]
     with np.errstate(divide="ignore", invalid="ignore"):
         return {
@@ -234,7 +321,8 @@ def _ranking(y: np.ndarray, p: np.ndarray, w: np.ndarray, *, presorted: bool = F
 
     Both only need cumulative weights at the positives' tie groups: AP is the weighted mean over positives of
     the precision at their group's end, AUC the weighted mean over positives of the negative weight ranked
-    below them (half of the tied one). One full cumulative sum per replicate; the rest runs over positives.
+    below them (half of the tied one). The weights are summed once per segment between those group boundaries
+    (one pass, nothing of size replicates x rows written); the rest runs over positives.
     """
     if not presorted:
         order = np.argsort(-p, kind="mergesort")
@@ -248,17 +336,23 @@ def _ranking(y: np.ndarray, p: np.ndarray, w: np.ndarray, *, presorted: bool = F
     ends = np.r_[starts[1:] - 1, n - 1]
     group = np.searchsorted(starts, pos_rows, side="right") - 1
     lo, hi = starts[group], ends[group]
-    cw = np.cumsum(w, axis=1, dtype=np.float64 if w.dtype.kind == "f" else np.int32)
+    # prefix(x) = weight of rows [0, x): needed at every lo and hi + 1
+    cuts = np.unique(np.r_[0, lo, hi + 1])
+    cuts = cuts[cuts < n]
+    sums = np.add.reduceat(w, cuts, axis=1, dtype=np.float64 if w.dtype.kind == "f" else np.int64)
+    prefix = np.concatenate([np.zeros((b, 1)), np.cumsum(sums, axis=1, dtype=np.float64)], axis=1)
+    cuts = np.r_[cuts, n]
     wp = w[:, pos_rows].astype(np.float64)
     tp = np.cumsum(wp, axis=1)
     k_hi = np.searchsorted(pos_rows, hi, side="right") - 1
     k_lo = np.searchsorted(pos_rows, lo, side="left") - 1
     tp_hi = tp[:, k_hi]
     tp_lo = np.where(k_lo >= 0, tp[:, np.maximum(k_lo, 0)], 0.0)
-    cw_hi = cw[:, hi].astype(np.float64)
-    cw_lo = np.where(lo > 0, cw[:, np.maximum(lo - 1, 0)], 0).astype(np.float64)
+    cw_hi = prefix[:, np.searchsorted(cuts, hi + 1)]
+    cw_lo = prefix[:, np.searchsorted(cuts, lo)]
+    total = prefix[:, -1]
     pos = tp[:, -1]
-    neg = cw[:, -1].astype(np.float64) - pos
+    neg = total - pos
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.divide(tp_hi, cw_hi, out=np.zeros_like(tp_hi), where=cw_hi > 0)
         ap = np.where(pos > 0, (wp * precision).sum(axis=1) / pos, np.nan)
@@ -268,16 +362,22 @@ def _ranking(y: np.ndarray, p: np.ndarray, w: np.ndarray, *, presorted: bool = F
     return ap, auc
 
 
-def _terms(y: np.ndarray, p: np.ndarray, bins: int) -> np.ndarray:
+def _terms(y: np.ndarray, p: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Per-row terms whose weighted sums give every metric but AP and AUC: one matrix product per chunk.
 
     Columns: 1, log loss, y, p, then (p - y) in the row's calibration bin, because
     share_b x |mean_p_b - rate_b| == |sum over bin b of (p - y)| / total.
     """
     pc = np.clip(p, _EPS, 1 - _EPS)
-    gap = np.zeros((len(y), bins))
-    gap[np.arange(len(y)), _bin_index(p, bins)] = p - y
+    gap = np.zeros((len(y), len(edges) - 1))
+    gap[np.arange(len(y)), _bin_index(p, edges)] = p - y
     return np.column_stack([np.ones(len(y)), -(y * np.log(pc) + (1.0 - y) * np.log(1.0 - pc)), y, p, gap])
+
+
+def poisson_weights(replicates: int, n: int, *, seed: int | Sequence[int] = 0) -> np.ndarray:
+    """Poisson(1) bootstrap weights, one row per replicate and one column per row resampled (uint8)."""
+    rng = np.random.default_rng(seed)
+    return _poisson_table()[rng.integers(0, _POISSON_LEVELS, size=(replicates, n), dtype=np.uint16)]
 
 
 @functools.cache
@@ -291,8 +391,9 @@ def _poisson_table() -> np.ndarray:
     return np.searchsorted(np.cumsum(pmf), levels).astype(np.uint8)
 
 
-def _bin_index(p: np.ndarray, bins: int) -> np.ndarray:
-    return np.minimum((p * bins).astype(np.int64), bins - 1)
+def _bin_index(p: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin of each prediction, as scikit-learn assigns it (a value on an inner edge falls in the lower bin)."""
+    return np.searchsorted(edges[1:-1], p, side="left").astype(np.int64)
 
 
 def _weights_row(weights: np.ndarray | None, n: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from coldcast.core.data import Dataset, task_labels, write_json
 from coldcast.core.spec import TRUE_PREFIX, Spec
-from coldcast.evaluation.metrics import MetricSet, compute_metrics, stable_seed
+from coldcast.evaluation.metrics import MetricSet, Strategy, compute_metrics, stable_seed
 
 # Population of a task without a home source: every row its label map labels, whatever the source.
 ALL_LABELLED = "all"
@@ -82,9 +82,16 @@ class EvaluationReport(_Result):
     train_cutoff: str | None
     bootstrap: int
     calibration_bins: int
+    calibration_strategy: str = "uniform"
     seed: int
     has_ceiling: bool
     tasks: dict[str, TaskReport]
+    # Where the figures come from (filled by evaluate_model; None for predictions evaluated directly).
+    model: str | None = None
+    data: str | None = None
+    split: str | None = None
+    dates: list[str] = []
+    notes: list[str] = []
 
     def task(self, name: str) -> TaskReport:
         if name not in self.tasks:
@@ -139,10 +146,13 @@ def evaluate_predictions(
         if len(p) != len(df):
             raise ValueError(f"predictions for {task!r} have {len(p)} rows; the data has {len(df)}")
     n_boot = spec.evaluation.bootstrap if bootstrap is None else bootstrap
+    if n_boot < 0:
+        raise ValueError(f"bootstrap must be >= 0, not {n_boot}")
     bins = spec.evaluation.calibration_bins
+    strategy = spec.evaluation.calibration_strategy
     labels = task_labels(df, spec)
     truth = _truth(df, spec)
-    slices = _slice_values(df, spec, train_cutoff, train_users)
+    slices = {name: _codes(values) for name, values in slice_values(df, spec, train_cutoff, train_users).items()}
     sources = df["source"].astype(str).to_numpy()
     tasks: dict[str, TaskReport] = {}
     for i, task in enumerate(t for t in spec.task_names if t in predictions):
@@ -151,6 +161,8 @@ def evaluate_predictions(
         labelled = ~np.isnan(y_all)
         if np.isnan(p_all[labelled]).any():
             raise ValueError(f"predictions for {task!r} are NaN on labelled rows")
+        if not labelled.any():
+            raise ValueError(f"task {task!r} has no labelled rows in the evaluation data")
         t_all = truth.get(task)
         home = spec.tasks[task].home_source
         masks = {s: labelled & (sources == s) for s in spec.tasks[task].labels if spec.tasks[task].labels[s]}
@@ -160,7 +172,7 @@ def evaluate_predictions(
         for name, rows in masks.items():
             # Within one source, slicing by source would repeat the overall figure.
             cuts = {k: v for k, v in slices.items() if name == ALL_LABELLED or k != "source"}
-            scores = _Scores(y_all, p_all, t_all, bins, n_boot, (seed, task, name))
+            scores = _Scores(y_all, p_all, t_all, bins, strategy, n_boot, (seed, task, name))
             populations[name] = _population(scores, rows, cuts)
         tasks[task] = TaskReport(
             task=task,
@@ -176,6 +188,7 @@ def evaluate_predictions(
         train_cutoff=train_cutoff,
         bootstrap=n_boot,
         calibration_bins=bins,
+        calibration_strategy=strategy,
         seed=seed,
         has_ceiling=bool(truth),
         tasks=tasks,
@@ -190,26 +203,37 @@ class _Scores:
     p: np.ndarray
     truth: np.ndarray | None
     bins: int
+    strategy: Strategy
     bootstrap: int
     key: tuple[object, ...]
 
     def figure(self, idx: np.ndarray, *key: str) -> Figure:
-        # The ceiling uses the same seed as the model, so both see the same resamples of the same rows.
+        # The seed depends on the task, population and slice only, so the ceiling, and any other model
+        # evaluated on the same rows, see exactly the same resamples as this one.
         seed = stable_seed(*self.key, *key)
         y = self.y[idx]
-        model = compute_metrics(y, self.p[idx], bins=self.bins, bootstrap=self.bootstrap, seed=seed)
+        settings = dict(bins=self.bins, strategy=self.strategy, bootstrap=self.bootstrap, seed=seed)
+        model = compute_metrics(y, self.p[idx], **settings)  # type: ignore[arg-type]
         ceiling = None
         if self.truth is not None:
-            ceiling = compute_metrics(y, self.truth[idx], bins=self.bins, bootstrap=self.bootstrap, seed=seed)
+            ceiling = compute_metrics(y, self.truth[idx], **settings)  # type: ignore[arg-type]
         return Figure(model=model, ceiling=ceiling)
 
 
-def _population(scores: _Scores, rows: np.ndarray, slices: dict[str, np.ndarray]) -> Population:
+def _population(scores: _Scores, rows: np.ndarray, slices: dict[str, tuple[np.ndarray, np.ndarray]]) -> Population:
     cut: dict[str, dict[str, Figure]] = {}
-    for name, values in slices.items():
-        present = sorted(np.unique(values[rows]), key=_order)
-        cut[name] = {str(v): scores.figure(np.flatnonzero(rows & (values == v)), name, str(v)) for v in present}
+    for name, (codes, labels) in slices.items():
+        present = sorted(np.unique(codes[rows]), key=lambda c: _order(labels[c]))
+        cut[name] = {
+            str(labels[c]): scores.figure(np.flatnonzero(rows & (codes == c)), name, str(labels[c])) for c in present
+        }
     return Population(overall=scores.figure(np.flatnonzero(rows)), slices=cut)
+
+
+def _codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes per row and the label of each code (comparing integers is far cheaper than strings)."""
+    codes, labels = pd.factorize(values, sort=False)
+    return codes, np.asarray(labels, dtype=object)
 
 
 def data_fingerprint(df: pd.DataFrame) -> str:
@@ -236,10 +260,15 @@ def _truth(df: pd.DataFrame, spec: Spec) -> dict[str, np.ndarray]:
     return out
 
 
-def _slice_values(
+def slice_values(
     df: pd.DataFrame, spec: Spec, train_cutoff: str | None, train_users: set[str] | frozenset[str] | None
 ) -> dict[str, np.ndarray]:
-    """Per slice, a string value per row. Derived slices read only the training cut-off and the training users."""
+    """Per slice, a string value per row: the spec's column slices, then `new_show` and `unseen_user`.
+
+    Column slices are values recorded at impression time (the popularity tier and less-streamed flag come from
+    each impression's trailing window, never later days). The derived slices read only the training cut-off,
+    each row's show launch date and the training users: no outcome, no true_* column, no other row.
+    """
     out = {}
     for name, definition in spec.evaluation.slices.items():
         if definition.column in df.columns:

@@ -59,7 +59,7 @@ class ScoringModel:
         for needed in (SAVED_MODEL, SPEC_FILE, METADATA):
             if not (path / needed).exists():
                 raise DataError(f"{path} is not a coldcast model directory: it has no {needed}")
-        spec = load_spec(path / SPEC_FILE)
+        spec = load_spec(base=path / SPEC_FILE)  # the full spec it was trained with, not merged over the default
         metadata = json.loads((path / METADATA).read_text())
         fn = tf.saved_model.load(str(path / SAVED_MODEL)).signatures["serving_default"]
         return cls(path=path, spec=spec, metadata=metadata, _fn=fn)

@@ -45,12 +45,15 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
     examples: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # inside fit, validation at each epoch's end included
+    validation_seconds: float = 0.0
     model: Any = field(default=None, repr=False)  # the trained Keras model, in this process only
 
     @property
     def examples_per_second(self) -> float:
-        return self.examples / self.seconds if self.seconds else 0.0
+        """Training examples per second, not counting the validation passes."""
+        training = self.seconds - self.validation_seconds
+        return self.examples / training if training > 0 else 0.0
 
 
 # --------------------------------------------------------------------------------------------------- strategy
@@ -127,7 +130,8 @@ def _signature(spec: Spec) -> tuple[dict, dict, dict]:
     return features, dict(per_task), dict(per_task)
 
 
-def _dataset(files: list[Path], spec: Spec, batch_size: int, steps: int, seed: int, sources: list[str]) -> Any:
+def training_dataset(files: list[Path], spec: Spec, batch_size: int, steps: int, seed: int, sources: list[str]) -> Any:
+    """`steps` batches of (features, labels, weights) streamed from the shards as a prefetching tf.data pipeline."""
     features_sig, labels_sig, weights_sig = _signature(spec)
 
     def generate() -> Any:
@@ -207,6 +211,7 @@ class _Selection(keras.callbacks.Callback):
         self.best_metrics: dict[str, dict[str, float]] = {}
         self.history: list[dict[str, Any]] = []
         self.wait = 0
+        self.validation_seconds = 0.0
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         signature = list(input_signature(self.spec, model_features(self.spec)))
@@ -215,7 +220,9 @@ class _Selection(keras.callbacks.Callback):
             out = self.model({k: tf.constant(arrays[k]) for k in signature}, training=False)
             return {t: v.numpy() for t, v in out.items()}
 
+        started = time.perf_counter()
         metrics = validation_metrics(predict, self.files, self.spec)
+        self.validation_seconds += time.perf_counter() - started
         tasks = [t for t in self.tasks if t in metrics and not math.isnan(metrics[t]["average_precision"])]
         score = float(np.mean([metrics[t]["average_precision"] for t in tasks])) if tasks else -np.inf
         self.history.append(
@@ -307,12 +314,13 @@ def train(
     overwrite: bool = False,
     verbose: int = 2,
     log: ProgressFn = print,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainResult:
     """Train the spec's multi-task model on a dataset's training days and write a model directory to `out`.
 
     `warm_start` restores every matching weight (features, encoder, existing towers) from another model
     directory: the fine-tune transfer mode; a task the old model lacked starts fresh. `freeze_encoder` then
-    trains the towers only.
+    trains the towers only. `callbacks` are extra Keras callbacks for `fit` (TensorBoard, timing, ...).
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -372,15 +380,15 @@ def train(
             raise DataError(f"{len(train_files)} training shards cannot feed {context.num_input_pipelines} workers")
         per_replica = context.get_per_replica_batch_size(batch_size)
         seed = spec.training.seed + 1000 * context.input_pipeline_id
-        return _dataset(files, spec, per_replica, steps * n_epochs, seed, sources)
+        return training_dataset(files, spec, per_replica, steps * n_epochs, seed, sources)
 
     if workers > 1:
         data = strategy.distribute_datasets_from_function(dataset_fn)
     else:
-        data = _dataset(train_files, spec, batch_size, steps * n_epochs, spec.training.seed, sources)
+        data = training_dataset(train_files, spec, batch_size, steps * n_epochs, spec.training.seed, sources)
     selection = _Selection(spec, val_files, log)
     start = time.perf_counter()
-    model.fit(data, epochs=n_epochs, steps_per_epoch=steps, callbacks=[selection], verbose=verbose)
+    model.fit(data, epochs=n_epochs, steps_per_epoch=steps, callbacks=[selection, *callbacks], verbose=verbose)
     seconds = time.perf_counter() - start
     epochs_run = len(selection.history)
     metadata = {
@@ -400,6 +408,7 @@ def train(
             "epochs_run": epochs_run,
             "steps_per_epoch": steps,
             "seconds": seconds,
+            "validation_seconds": selection.validation_seconds,
             "replicas": workers,
             "warm_start": str(warm_start) if warm_start else None,
             "freeze_encoder": freeze_encoder,
@@ -422,5 +431,6 @@ def train(
         best_epoch=selection.best_epoch,
         examples=steps * epochs_run * batch_size,
         seconds=seconds,
+        validation_seconds=selection.validation_seconds,
         model=model,
     )
