@@ -354,3 +354,20 @@ def test_fail_policy_dataset_raises_and_leaves_nothing(corrupted, tmp_path):
     assert "label_unobserved on column 'like' (1 rows)" in message
     assert not out.exists()
     assert err.value.report.rows_quarantined == 4
+
+
+def test_cli_validate_quarantines_and_fail_policy_exits_2(corrupted, tmp_path):
+    from typer.testing import CliRunner
+
+    from coldcast.cli import app
+
+    dataset, _ = corrupted
+    cli = CliRunner()
+    result = cli.invoke(app, ["validate", str(dataset.root), "--out", str(tmp_path / "ok")])
+    assert result.exit_code == 0, result.output
+    assert "quarantined" in result.output and "value_in_set:country" in result.output
+    assert Dataset.open(tmp_path / "ok").manifest["rows"] == dataset.manifest["rows"] - 4
+    result = cli.invoke(app, ["validate", str(dataset.root), "--out", str(tmp_path / "no"), "--policy", "fail"])
+    assert result.exit_code == 2
+    assert "value_in_set on column 'country'" in result.output
+    assert not (tmp_path / "no").exists()

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from coldcast.cli.app import PresetOpt, SetOpt, SpecOpt, app, console, fail, load, progress_bar
+from coldcast.cli.app import PresetOpt, SetOpt, SpecOpt, app, console, fail, library_errors, load, progress_bar
 
 
 @app.command()
@@ -113,3 +113,55 @@ def show_spec(
 ) -> None:
     """Print the resolved spec (default + file + overrides) as YAML, after validating it."""
     console.print(load(spec, set_, preset).to_yaml(), markup=False, highlight=False)
+
+
+@app.command()
+def validate(
+    data: Annotated[Path, typer.Argument(help="A coldcast dataset folder (from generate, import-kuairand, ...).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the valid rows, quarantine and Data Docs.")],
+    policy: Annotated[
+        str | None, typer.Option(help="fail (stop on any bad row) or quarantine (default: validation.policy).")
+    ] = None,
+    production: Annotated[
+        bool, typer.Option(help="Production data: no true_* column may be present (the world's truth).")
+    ] = False,
+    spec: SpecOpt = None,
+    set_: SetOpt = None,
+    preset: PresetOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Validate a dataset with the spec's Great Expectations suite; bad rows are quarantined with their reason.
+
+    The spec is the dataset's own (its spec.yaml) with --spec / --preset / --set over it. OUT appears only when
+    validation passes under the policy; it is a dataset of the same layout that `coldcast train` reads.
+    """
+    from coldcast.core.data import SPEC_FILE
+    from coldcast.core.validation import DataValidationError, validate_dataset
+
+    if policy is not None and policy not in ("fail", "quarantine"):
+        raise fail(f"--policy must be fail or quarantine, not {policy!r}")
+    base = data / SPEC_FILE
+    resolved = load(spec, set_, preset, base=base if base.exists() else None)
+    console.print(f"Validating [bold]{data}[/] ({resolved.validation.policy if policy is None else policy} policy)")
+    with library_errors():
+        try:
+            report = validate_dataset(
+                data,
+                resolved,
+                out,
+                production=production,
+                policy=policy,
+                overwrite=overwrite,  # type: ignore[arg-type]
+            )
+        except DataValidationError as err:
+            raise fail(str(err)) from None
+    table = Table(title="Rows in, valid and quarantined")
+    table.add_column("what")
+    table.add_column("rows", justify="right")
+    table.add_row("in", f"{report.rows_in:,}")
+    table.add_row("valid", f"{report.rows_valid:,}")
+    table.add_row("quarantined", f"{report.rows_quarantined:,}", style="bold" if report.rows_quarantined else None)
+    for reason, n in sorted(report.reasons.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  {reason}", f"{n:,}")
+    console.print(table)
+    console.print(f"{report.expectations} expectations; Data Docs: {report.docs}; valid rows in [bold]{out}[/]")

@@ -484,7 +484,7 @@ class KuaiRandConfig(_Frozen):
     logs: list[str] = Field(
         default_factory=lambda: ["log_standard_*.csv", "log_random_*.csv"],
         min_length=1,
-        description="Glob patterns of the impression logs in the source folder (every match is read).",
+        description="Glob patterns of the impression logs in the source folder, else its data/ (every match is read).",
     )
     users: str = Field(default="user_features_*.csv", description="Static user features (optional file).")
     videos: str = Field(default="video_features_basic_*.csv", description="Static video features (optional file).")

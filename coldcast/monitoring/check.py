@@ -122,8 +122,8 @@ def check_window(
         reference = reference.sample(n=cfg.reference_rows, random_state=cfg.seed)
     plan = ColumnPlan.from_reference(spec, reference, tasks)
     ref, cur = plan.frame(reference), plan.frame(current)
-    label_ref = plan.frame(labelled_reference)
-    judged = cur if labelled is None else plan.frame(labelled)
+    label_ref = plan.label_frame(labelled_reference)
+    judged = plan.label_frame(current if labelled is None else labelled)
     window = window or window_label(current)
     timestamp = timestamp or datetime.now(UTC).replace(tzinfo=None)
     meta = {WINDOW: window, MODEL: model_version or ""}

@@ -127,6 +127,25 @@ class ColumnPlan:
                 out[label_column(t)] = labels[t]
         return pd.DataFrame(out, index=raw.index)
 
+    def label_frame(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """What the label-based checks read, without encoding every feature (label windows and their reference
+        are large): source, label segments, one prediction and (where known) one label per task."""
+        missing = [p for p in self.prediction_columns if p not in raw]
+        if missing:
+            raise DataError(f"the window lacks column(s) monitoring needs: {missing}")
+        raw = raw.reset_index(drop=True)
+        out: dict[str, pd.Series] = {}
+        for name in [SOURCE, *self.spec.drift.label_segments]:
+            if name in raw:
+                out[name] = _as_text(raw[name])
+        for t in self.tasks:
+            out[prediction_column(t)] = pd.to_numeric(raw[prediction_column(t)], errors="coerce").astype(float)
+        labels = self.labels(raw)
+        if labels is not None:
+            for t in self.tasks:
+                out[label_column(t)] = labels[t]
+        return pd.DataFrame(out, index=raw.index)
+
     def labels(self, raw: pd.DataFrame) -> pd.DataFrame | None:
         """Per task, the label its label map assigns on each row (NaN where none), or None without outcomes."""
         outcomes = self.spec.outcome_names
