@@ -11,8 +11,10 @@ Overhead = server p50 / in-process p50 (latency) and in-process / server through
 whole run and the cells interleave (per endpoint and concurrency: in-process, then each server variant), over
 `--repeats` sweeps whose medians are printed, so background load on a shared machine hits all variants alike.
 Only one variant is driven at a time; the HTTP client shares the machine with the server (its CPU share is
-printed). Server variants: workers x serving.model_threads. Uses the default-size model architecture: `--model
-DIR` or a model trained here on a small synthetic world (about two minutes).
+printed). Server variants: workers x serving.model_threads (x serving.batching.max_wait_ms). Both this process
+and each server worker freeze their heaps after loading (freeze_heap), so garbage collection of TensorFlow's
+objects does not stall them. Uses the default-size model architecture: `--model DIR` or a model trained here on
+a small synthetic world (about two minutes). `--endpoints` limits the sweep to one endpoint.
 """
 
 from __future__ import annotations

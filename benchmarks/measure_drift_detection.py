@@ -35,9 +35,10 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import numpy as np
 import yaml
+from scipy.stats import chi2
 
 from coldcast.core.data import Dataset
-from coldcast.core.spec import Spec, load_spec
+from coldcast.core.spec import CategoricalFeature, DriftThresholds, Spec, load_spec
 
 KINDS = ("none", "new_show_surge", "video_shift", "taste_shift")
 MARGINS = (1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
@@ -171,7 +172,7 @@ def _limit(value: float) -> float:
     return round(float(np.ceil(value / scale - 1e-9) * scale), 6)
 
 
-FAMILIES = ("columns", "within", "predictions", "labels")
+FAMILIES = ("columns", "within", "predictions", "calibration", "quality")
 MIN_Z = load_spec().drift.calibration_min_z  # the spec's significance gate, not tuned here
 
 
@@ -199,16 +200,26 @@ def suggest(table: dict[str, float], margins: dict[str, float]) -> dict:
         if thresholds.get(key.split("/", 1)[1], 0) >= thresholds[key]:
             del thresholds[key]
     # A column tested within a key's values has no churn by design, only sampling noise, so it gets its own limit
-    # (margin x its largest no-drift score, in any segment) rather than the churning columns' default.
+    # (margin x its largest no-drift score, in any segment) rather than the churning columns' default, but never
+    # under sampling noise: PSI of k values between n and m rows is ~ chi2(k-1) x (1/n + 1/m), and the resampled
+    # reference counts twice, so the floor is the 99.9% point of chi2(k-1) x 3 / drift.min_segment_rows.
+    spec = load_spec()
     for key, value in sorted(table.items()):
         if key.startswith("within "):
-            thresholds[key.removeprefix("within ")] = _limit(margins["within"] * max(value, 1e-3))
+            name = key.removeprefix("within ")
+            definition = spec.feature(name.partition("|")[0].partition(".")[0]).definition
+            k = len(definition.values) if isinstance(definition, CategoricalFeature) else 10  # PSI's bins
+            floor = float(chi2.ppf(0.999, max(k - 1, 1))) * 3 / spec.drift.min_segment_rows
+            thresholds[name] = _limit(max(margins["within"] * value, floor))
+    # Model checks never go under the spec class's conventional levels (PSI 0.1 / 0.25, a 22% calibration change,
+    # an AUC 0.05 lower): a fold whose no-drift windows show none of a check's values must not set it at ~0.
+    floors = DriftThresholds()
     levels: dict[str, float] = {}
-    for check, family in (("prediction", "predictions"), ("calibration", "labels"), ("quality", "labels")):
+    for check, family in (("prediction", "predictions"), ("calibration", "calibration"), ("quality", "quality")):
         seen = [v for k, v in table.items() if k.startswith(check + " ")]
-        largest = max([*seen, 1e-3])
+        largest = max([*seen, getattr(floors, f"{check}_warn")])
         levels[f"{check}_warn"] = _limit(largest)
-        levels[f"{check}_alert"] = _limit(margins[family] * largest)
+        levels[f"{check}_alert"] = _limit(max(margins[family] * largest, getattr(floors, f"{check}_alert")))
     if levels["quality_alert"] >= 1:  # an AUC cannot drop by 1: the family is off in this trial
         levels["quality_warn"], levels["quality_alert"] = 0.98, 0.99
     return {"threshold": default, "thresholds": thresholds, **levels}
@@ -218,7 +229,8 @@ RULES = {
     "columns": {"column", "group_share"},
     "within": {"within"},
     "predictions": {"prediction"},
-    "labels": {"calibration", "quality"},
+    "calibration": {"calibration"},
+    "quality": {"quality"},
 }
 OFF = 1e6  # a margin that no value reaches: the family cannot alert
 

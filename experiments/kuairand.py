@@ -433,8 +433,9 @@ def summary(results: dict[str, Any]) -> str:
                 ]
             )
     t = results["test_rows"]
+    by_source = ", ".join(f"{source} {n:,}" for source, n in sorted(t["by_source"].items()))
     caption = (
-        f"Test day {', '.join(results['split']['test'])} ({t['rows']:,} impressions: {t['by_source']}), training "
+        f"Test day {', '.join(results['split']['test'])} ({t['rows']:,} impressions: {by_source}), training "
         f"days {results['split']['train'][0]}..{results['split']['train'][-1]}. AP: mean over seeds {seeds} "
         f"[mean of the per-seed bootstrap 95% intervals, {results['bootstrap']} resamples]. Lifts: the joint "
         "model's relative AP, mean over seeds (how many seeds' paired bootstrap 95% interval lies above / below 0)."
