@@ -14,6 +14,7 @@ from coldcast.evaluation.experiments import (
     Protocol,
     derive_ad_fraction,
     plan,
+    protocol_from_file,
     run_experiments,
 )
 
@@ -90,6 +91,26 @@ def test_the_default_plan_covers_every_experiment_with_three_seeds():
     assert order == sorted(order) and p.cells[0].experiment == "table"
     with pytest.raises(ValueError, match="unknown experiment"):
         DEFAULT.only(["tabel"])
+
+
+def test_a_protocol_file_narrows_the_plan_and_names_bad_fields(tmp_path):
+    path = tmp_path / "protocol.yaml"
+    path.write_text("ablation_seeds: [1]\nfractions: [0.01]\nsweep_variants: [promotions_only, joint]\n")
+    protocol = protocol_from_file(path, DEFAULT)
+    p = plan(protocol, Path("/nowhere"), Path("/nowhere/world"), base_similarity=0.7)
+    table = [c for c in p.cells if c.experiment == "table"]
+    rest = [c for c in p.cells if c.experiment != "table"]
+    assert {c.seed for c in table} == {1, 2, 3} and {c.seed for c in rest} == {1}
+    assert {c.variant for c in rest if c.experiment == "similarity"} == {"promotions_only@0.0", "joint@0.0"} | {
+        "promotions_only@0.35",
+        "joint@0.35",
+    }
+    assert {c.world for c in rest if c.experiment == "curve"} == {"ads-1pct"}
+    path.write_text("ablation_seed: [1]\n")
+    with pytest.raises(ValueError, match="ablation_seed"):
+        protocol_from_file(path, DEFAULT)
+    with pytest.raises(ValueError, match="must be among"):
+        plan(DEFAULT.model_copy(update={"ablation_seeds": [4]}), Path("/n"), Path("/n/w"), base_similarity=0.7)
 
 
 def test_derived_datasets_thin_ad_rows_before_the_test_days(small_world, small_spec, tmp_path):

@@ -302,6 +302,7 @@ def test_thresholds_map_to_the_right_status(drifted, score, prediction, observed
             "drift.calibration_alert=0.3",
             "drift.quality_warn=0.05",
             "drift.quality_alert=0.08",
+            "drift.calibration_min_z=3",  # 0.25 on 500 vs 500 positives is 3.95 standard errors
             "drift.tasks=null",  # no per task levels
         ]
     ).drift

@@ -312,9 +312,9 @@ class DriftThresholds(_Frozen):
     threshold and ALERTs by itself at major_factor times it; a feature group WARNs / ALERTs when the share of its
     columns that drift reaches warn_share / alert_share, in the whole window or in any segment. Prediction drift
     and the label-based checks (calibration, ROC-AUC) have their own levels, per task where `tasks` says so.
-    `thresholds` keys are a monitored column (`show_age_days`, `topics.top`) or `segment/column`
-    (`source=ad/show_id`) for one segment. The class defaults are PSI's conventional levels; the shipped
-    default.yaml carries levels measured on no-drift windows of the synthetic world.
+    `thresholds` keys are a monitored column (`show_age_days`, `topics.top`), a `within` column
+    (`format|campaign_id`) or `segment/column` (`source=ad/show_id`) for one segment. The class defaults are PSI's
+    conventional levels; the shipped default.yaml carries levels measured on no-drift windows of the synthetic world.
     """
 
     window_days: int = Field(default=1, gt=0, description="Days of serving logs one check compares.")
