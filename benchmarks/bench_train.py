@@ -121,9 +121,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="Training steps of 1,024 rows per measurement.")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--large", type=int, default=5_000_000, help="Impressions of the memory-check world.")
+    parser.add_argument(
+        "--only",
+        default="input,coldcast,keras,e2e,e2e-large",
+        help="Comma-separated variants to run: input, coldcast, keras, e2e, e2e-large (ratios need their pairs).",
+    )
     args = parser.parse_args()
+    keys = ["input", "coldcast", "keras", "e2e", "e2e-large"]
+    wanted = {k.strip() for k in args.only.split(",") if k.strip()}
+    if not wanted <= set(keys):
+        parser.error(f"--only: unknown variant(s) {sorted(wanted - set(keys))}; choose from {keys}")
     small = ensure_world(args.worlds / "world-1m", 1_000_000)
-    large = ensure_world(args.worlds / f"world-{args.large // 1_000_000}m", args.large)
+    large = (
+        ensure_world(args.worlds / f"world-{args.large // 1_000_000}m", args.large) if "e2e-large" in wanted else small
+    )
     variants = {
         "input pipeline alone": {"mode": "input", "world": str(small)},
         "coldcast model, in-memory batches": {"mode": "coldcast", "world": str(small)},
@@ -135,6 +146,8 @@ def main() -> None:
             "out": str(args.worlds / "m2"),
         },
     }
+    variants_all = list(variants)
+    variants = {name: v for key, (name, v) in zip(keys, variants.items(), strict=True) if key in wanted}
     results: dict[str, list[dict]] = {name: [] for name in variants}
     for run in range(args.repeats):  # interleaved, so machine noise hits every variant alike
         for name, v in variants.items():
@@ -152,11 +165,20 @@ def main() -> None:
     print(f"{'variant':<42} {'examples/s':>11} {'peak RSS MB':>12}")
     for name, (rate, peak) in med.items():
         print(f"{name:<42} {rate:>11,.0f} {peak:>12,.0f}")
-    e2e, e2e_large = med["coldcast train(), 1M world"], med[f"coldcast train(), {args.large // 1_000_000}M world"]
-    model, plain = med["coldcast model, in-memory batches"][0], med["plain tf.keras fit, in-memory batches"][0]
-    print(f"\ncoldcast model / plain tf.keras fit: {model / plain:.2f} (target >= 0.9)")
-    print(f"input pipeline / coldcast train(): {med['input pipeline alone'][0] / e2e[0]:.1f}x (target >= 3x)")
-    print(f"peak memory {args.large // 1_000_000}M / 1M world: {e2e_large[1] / e2e[1]:.2f} (flat is 1.0)")
+    names = dict(zip(keys, [*variants_all], strict=True))
+
+    def ratio(a: str, b: str, what: str, target: str, key: int = 0, unit: str = "") -> None:
+        if a in wanted and b in wanted:
+            field = "examples_per_s" if key == 0 else "peak_rss_mb"
+            per_run = [ra[field] / rb[field] for ra, rb in zip(results[names[a]], results[names[b]], strict=True)]
+            value = med[names[a]][key] / med[names[b]][key]
+            runs = ", ".join(f"{r:.2f}" for r in per_run)
+            print(f"{what}: {value:.2f}{unit} on medians; per run {runs} ({target})")
+
+    print()
+    ratio("coldcast", "keras", "coldcast model / plain tf.keras fit", "target >= 0.9")
+    ratio("input", "e2e", "input pipeline / coldcast train()", "target >= 3x", unit="x")
+    ratio("e2e-large", "e2e", f"peak memory {args.large // 1_000_000}M / 1M world", "flat is 1.0", key=1)
 
 
 if __name__ == "__main__":
