@@ -127,27 +127,27 @@ def main() -> None:
         help="Comma-separated variants to run: input, coldcast, keras, e2e, e2e-large (ratios need their pairs).",
     )
     args = parser.parse_args()
-    keys = ["input", "coldcast", "keras", "e2e", "e2e-large"]
     wanted = {k.strip() for k in args.only.split(",") if k.strip()}
-    if not wanted <= set(keys):
-        parser.error(f"--only: unknown variant(s) {sorted(wanted - set(keys))}; choose from {keys}")
-    small = ensure_world(args.worlds / "world-1m", 1_000_000)
-    large = (
-        ensure_world(args.worlds / f"world-{args.large // 1_000_000}m", args.large) if "e2e-large" in wanted else small
-    )
-    variants = {
-        "input pipeline alone": {"mode": "input", "world": str(small)},
-        "coldcast model, in-memory batches": {"mode": "coldcast", "world": str(small)},
-        "plain tf.keras fit, in-memory batches": {"mode": "keras", "world": str(small)},
-        "coldcast train(), 1M world": {"mode": "e2e", "world": str(small), "out": str(args.worlds / "m1")},
-        f"coldcast train(), {args.large // 1_000_000}M world": {
-            "mode": "e2e",
-            "world": str(large),
-            "out": str(args.worlds / "m2"),
-        },
+    small = args.worlds / "world-1m"
+    large = args.worlds / f"world-{args.large // 1_000_000}m"
+    # key -> (printed name, measurement arguments)
+    every = {
+        "input": ("input pipeline alone", {"mode": "input", "world": str(small)}),
+        "coldcast": ("coldcast model, in-memory batches", {"mode": "coldcast", "world": str(small)}),
+        "keras": ("plain tf.keras fit, in-memory batches", {"mode": "keras", "world": str(small)}),
+        "e2e": ("coldcast train(), 1M world", {"mode": "e2e", "world": str(small), "out": str(args.worlds / "m1")}),
+        "e2e-large": (
+            f"coldcast train(), {args.large // 1_000_000}M world",
+            {"mode": "e2e", "world": str(large), "out": str(args.worlds / "m2")},
+        ),
     }
-    variants_all = list(variants)
-    variants = {name: v for key, (name, v) in zip(keys, variants.items(), strict=True) if key in wanted}
+    if not wanted <= set(every):
+        parser.error(f"--only: unknown variant(s) {sorted(wanted - set(every))}; choose from {list(every)}")
+    ensure_world(small, 1_000_000)
+    if "e2e-large" in wanted:
+        ensure_world(large, args.large)
+    names = {key: name for key, (name, _) in every.items()}
+    variants = {name: v for key, (name, v) in every.items() if key in wanted}
     results: dict[str, list[dict]] = {name: [] for name in variants}
     for run in range(args.repeats):  # interleaved, so machine noise hits every variant alike
         for name, v in variants.items():
@@ -165,20 +165,19 @@ def main() -> None:
     print(f"{'variant':<42} {'examples/s':>11} {'peak RSS MB':>12}")
     for name, (rate, peak) in med.items():
         print(f"{name:<42} {rate:>11,.0f} {peak:>12,.0f}")
-    names = dict(zip(keys, [*variants_all], strict=True))
 
-    def ratio(a: str, b: str, what: str, target: str, key: int = 0, unit: str = "") -> None:
+    def ratio(a: str, b: str, what: str, target: str, field: str = "examples_per_s", unit: str = "") -> None:
         if a in wanted and b in wanted:
-            field = "examples_per_s" if key == 0 else "peak_rss_mb"
             per_run = [ra[field] / rb[field] for ra, rb in zip(results[names[a]], results[names[b]], strict=True)]
-            value = med[names[a]][key] / med[names[b]][key]
+            at = 0 if field == "examples_per_s" else 1  # position in the medians
+            value = med[names[a]][at] / med[names[b]][at]
             runs = ", ".join(f"{r:.2f}" for r in per_run)
             print(f"{what}: {value:.2f}{unit} on medians; per run {runs} ({target})")
 
     print()
     ratio("coldcast", "keras", "coldcast model / plain tf.keras fit", "target >= 0.9")
     ratio("input", "e2e", "input pipeline / coldcast train()", "target >= 3x", unit="x")
-    ratio("e2e-large", "e2e", f"peak memory {args.large // 1_000_000}M / 1M world", "flat is 1.0", key=1)
+    ratio("e2e-large", "e2e", f"peak memory {args.large // 1_000_000}M / 1M world", "flat is 1.0", field="peak_rss_mb")
 
 
 if __name__ == "__main__":

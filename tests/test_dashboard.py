@@ -18,8 +18,9 @@ import pytest
 import requests
 
 from coldcast.core.predlog import PredictionLogger, prediction_column
+from coldcast.core.procs import free_port
 from coldcast.monitoring import build_reference, check_window, join_labels, read_window
-from coldcast.monitoring.ui import HEALTH_PATH, free_port
+from coldcast.monitoring.ui import HEALTH_PATH
 from coldcast.monitoring.workspace import add_to_workspace, open_workspace, panel_titles
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from coldcast.core.data import DataError
+from coldcast.core.procs import free_port
 from coldcast.core.spec import load_spec
 from coldcast.model.inputs import feature_arrays, label_arrays
 from coldcast.model.multitask import MultiTaskModel, model_features
@@ -348,14 +348,8 @@ def test_other_encoders_build_and_train_a_step(small_world, encoder):
 
 
 # ------------------------------------------------------------------------------------------------ distributed
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_workers_train_one_epoch_and_write_a_model(small_world, tmp_path):
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     script = textwrap.dedent(f"""
         from coldcast.core.spec import load_spec

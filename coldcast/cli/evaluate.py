@@ -67,9 +67,8 @@ def experiments(
             protocol = protocol.model_copy(update={"seeds": [int(s) for s in seeds.split(",") if s.strip()]})
         if ablation_seeds:
             picked = [int(s) for s in ablation_seeds.split(",") if s.strip()]
-            if not set(picked) <= set(protocol.seeds):
-                raise ValueError(f"--ablation-seeds {picked} must be among the seeds {protocol.seeds}")
             protocol = protocol.model_copy(update={"ablation_seeds": picked})
+        protocol.ablation_seed_list()  # fail now, not after a world is generated
     except (ValueError, OSError) as err:
         raise fail(str(err)) from None
     protocol = protocol.model_copy(update={"workers": workers, "threads": threads})

@@ -52,6 +52,21 @@ def training_metrics(validation: Mapping[str, Mapping[str, float]], best_epoch: 
     return out
 
 
+def _counts_table(rows_in: int, valid: int, quarantined: int) -> list[str]:
+    return [
+        "| rows in | valid | quarantined |",
+        "| ---: | ---: | ---: |",
+        f"| {rows_in:,} | {valid:,} | {quarantined:,} |",
+        "",
+    ]
+
+
+def _reasons_table(reasons: dict[str, int]) -> list[str]:
+    """Quarantine reasons, most rows first."""
+    rows = [f"| `{reason}` | {n:,} |" for reason, n in sorted(reasons.items(), key=lambda x: -x[1])]
+    return ["| reason | rows |", "| --- | ---: |", *rows]
+
+
 def validation_markdown(report: ValidationReport) -> str:
     """Rows in, valid and quarantined, the reasons, and positive rates per outcome and source."""
     lines = [
@@ -61,14 +76,10 @@ def validation_markdown(report: ValidationReport) -> str:
         + (", production data (no truth columns allowed)" if report.production else "")
         + ".",
         "",
-        "| rows in | valid | quarantined |",
-        "| ---: | ---: | ---: |",
-        f"| {report.rows_in:,} | {report.rows_valid:,} | {report.rows_quarantined:,} |",
-        "",
+        *_counts_table(report.rows_in, report.rows_valid, report.rows_quarantined),
     ]
     if report.reasons:
-        lines += ["## Quarantined rows by reason", "", "| reason | rows |", "| --- | ---: |"]
-        lines += [f"| `{reason}` | {n:,} |" for reason, n in sorted(report.reasons.items(), key=lambda x: -x[1])]
+        lines += ["## Quarantined rows by reason", "", *_reasons_table(report.reasons)]
         lines.append("")
     if report.positive_rates:
         sources = sorted({s for rates in report.positive_rates.values() for s in rates})
@@ -120,14 +131,10 @@ def log_validation_markdown(report: LogReport) -> str:
         "",
         f"Heads checked: {', '.join(report.tasks)}.",
         "",
-        "| rows in | valid | quarantined |",
-        "| ---: | ---: | ---: |",
-        f"| {report.rows_in:,} | {report.rows_valid:,} | {report.rows_quarantined:,} |",
-        "",
+        *_counts_table(report.rows_in, report.rows_valid, report.rows_quarantined),
     ]
     if report.reasons:
-        lines += ["| reason | rows |", "| --- | ---: |"]
-        lines += [f"| `{reason}` | {n:,} |" for reason, n in sorted(report.reasons.items(), key=lambda x: -x[1])]
+        lines += _reasons_table(report.reasons)
     return "\n".join(lines) + "\n"
 
 

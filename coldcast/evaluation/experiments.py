@@ -105,6 +105,13 @@ class Protocol(BaseModel):
     threads: int | None = Field(default=None, gt=0, description="TensorFlow threads per worker (default: all).")
     keep_models: bool = Field(default=False, description="Keep every model folder, not only those reused later.")
 
+    def ablation_seed_list(self) -> list[int]:
+        """The seeds of everything but the table; they must be table seeds, as they pair with its models."""
+        seeds = self.ablation_seeds or self.seeds
+        if not set(seeds) <= set(self.seeds):
+            raise ValueError(f"ablation seeds {seeds} must be among the table's seeds {self.seeds}")
+        return seeds
+
     def only(self, names: Iterable[str]) -> Protocol:
         unknown = sorted(set(names) - set(EXPERIMENTS))
         if unknown:
@@ -206,16 +213,13 @@ def plan(protocol: Protocol, root: Path, base_world: Path, base_similarity: floa
     worlds = {"base": base_world}
     world_specs: dict[str, list[str]] = {"base": []}
     cells: list[Cell] = []
-    seeds = protocol.seeds
-    table_seeds = seeds
+    table_seeds = protocol.seeds
     exps = set(protocol.experiments)
     if exps & {"table", "abtest", "curve", "mask", "sampler", "groups", "encoders", "similarity"}:
         # The joint model and the baseline anchor every comparison, so they always run.
         wanted = TABLE_VARIANTS if "table" in exps else (BASELINE, JOINT)
         cells += [Cell(f"table/{v}/s{s}", "table", v, s, "base", v) for s in table_seeds for v in wanted]
-    seeds = protocol.ablation_seeds or table_seeds
-    if not set(seeds) <= set(table_seeds):
-        raise ValueError(f"ablation seeds {seeds} must be among the table's seeds {table_seeds}")
+    seeds = protocol.ablation_seed_list()
     if "mask" in exps:
         cells += [
             Cell(f"mask/{v}/s{s}", "mask", v, s, "base", JOINT, tuple(o))

@@ -119,12 +119,7 @@ class ColumnPlan:
         for name in [*self.spec.drift.within.values(), *self.spec.drift.label_segments]:
             if name not in out and name in raw:  # keys of within columns and label segments, as they are
                 out[name] = _as_text(raw[name])
-        for t in self.tasks:
-            out[prediction_column(t)] = pd.to_numeric(raw[prediction_column(t)], errors="coerce").astype(float)
-        labels = self.labels(raw)
-        if labels is not None:
-            for t in self.tasks:
-                out[label_column(t)] = labels[t]
+        self._add_scores_and_labels(raw, out)
         return pd.DataFrame(out, index=raw.index)
 
     def label_frame(self, raw: pd.DataFrame) -> pd.DataFrame:
@@ -138,13 +133,17 @@ class ColumnPlan:
         for name in [SOURCE, *self.spec.drift.label_segments]:
             if name in raw:
                 out[name] = _as_text(raw[name])
+        self._add_scores_and_labels(raw, out)
+        return pd.DataFrame(out, index=raw.index)
+
+    def _add_scores_and_labels(self, raw: pd.DataFrame, out: dict[str, pd.Series]) -> None:
+        """One prediction column per task and, where the outcomes are there, one label column per task."""
         for t in self.tasks:
             out[prediction_column(t)] = pd.to_numeric(raw[prediction_column(t)], errors="coerce").astype(float)
         labels = self.labels(raw)
         if labels is not None:
             for t in self.tasks:
                 out[label_column(t)] = labels[t]
-        return pd.DataFrame(out, index=raw.index)
 
     def labels(self, raw: pd.DataFrame) -> pd.DataFrame | None:
         """Per task, the label its label map assigns on each row (NaN where none), or None without outcomes."""

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from coldcast.core.spec import DriftThresholds
-from coldcast.monitoring.reports import SegmentReport, TaskQuality
+from coldcast.monitoring.reports import ColumnDrift, SegmentReport, TaskQuality
 
 
 class Status(StrEnum):
@@ -54,6 +54,21 @@ class Check(BaseModel):
     message: str
 
 
+def _drift_check(rule: str, segment: str, c: ColumnDrift, major: float, message: str) -> Check:
+    """A drifted column: WARN at its threshold, ALERT on its own at `major`."""
+    assert c.score is not None
+    return Check(
+        rule=rule,
+        segment=segment,
+        subject=c.column,
+        value=c.score,
+        warn=c.threshold,
+        alert=major,
+        status=Status.ALERT if c.score >= major else Status.WARN,
+        message=message,
+    )
+
+
 def _level(value: float, warn: float, alert: float) -> Status:
     if value >= alert:
         return Status.ALERT
@@ -86,37 +101,21 @@ def evaluate(
             if c.score is None or c.score < c.threshold:
                 continue  # only drifted columns are listed; the group shares below count them too
             major = cfg.major_factor * c.threshold
-            checks.append(
-                Check(
-                    rule="column",
-                    segment=seg.segment,
-                    subject=c.column,
-                    value=c.score,
-                    warn=c.threshold,
-                    alert=major,
-                    status=Status.ALERT if c.score >= major else Status.WARN,
-                    message=f"{seg.segment}: {c.column} drifted {c.score:.3f} ({c.method}; drifts at "
-                    f"{c.threshold:g}, alerts alone at {major:g})",
-                )
+            message = (
+                f"{seg.segment}: {c.column} drifted {c.score:.3f} ({c.method}; drifts at "
+                f"{c.threshold:g}, alerts alone at {major:g})"
             )
+            checks.append(_drift_check("column", seg.segment, c, major, message))
         for c in seg.within:
             if c.score is None or c.score < c.threshold:
                 continue
             major = cfg.major_factor * c.threshold
             feature, _, key = c.column.partition("|")
-            checks.append(
-                Check(
-                    rule="within",
-                    segment=seg.segment,
-                    subject=c.column,
-                    value=c.score,
-                    warn=c.threshold,
-                    alert=major,
-                    status=Status.ALERT if c.score >= major else Status.WARN,
-                    message=f"{seg.segment}: {feature} within {key} drifted {c.score:.3f} ({c.method}, the reference "
-                    f"at the window's mix of {key}; drifts at {c.threshold:g}, alerts alone at {major:g})",
-                )
+            message = (
+                f"{seg.segment}: {feature} within {key} drifted {c.score:.3f} ({c.method}, the reference "
+                f"at the window's mix of {key}; drifts at {c.threshold:g}, alerts alone at {major:g})"
             )
+            checks.append(_drift_check("within", seg.segment, c, major, message))
         for group in seg.groups:
             status = _level(group.share, cfg.warn_share, cfg.alert_share)
             names = ", ".join(group.drifted_columns) or "none"
@@ -151,6 +150,11 @@ def evaluate(
                     f"{_fmt(p.mean)} vs {_fmt(p.reference_mean)} in the reference",
                 )
             )
+
+    def calibration_status(shift: float, z: float, warn: float, alert: float) -> Status:
+        """A calibration shift counts only when it is significant (|z| at least drift.calibration_min_z)."""
+        return _level(abs(shift), warn, alert) if abs(z) >= cfg.calibration_min_z else Status.OK
+
     for task, q in quality.items():
         shift, z = q.calibration_shift, q.calibration_z
         warn, alert = cfg.levels(task, "calibration")
@@ -163,7 +167,7 @@ def evaluate(
                     value=abs(shift),
                     warn=warn,
                     alert=alert,
-                    status=_level(abs(shift), warn, alert) if abs(z) >= cfg.calibration_min_z else Status.OK,
+                    status=calibration_status(shift, z, warn, alert),
                     message=f"{task}: observed / predicted rate {_ratio(q.observed_rate, q.mean_prediction)} vs "
                     f"{_ratio(q.reference_observed_rate, q.reference_mean_prediction)} in the reference "
                     f"(|log ratio| {abs(shift):.3f}, z {z:+.1f}; warn {warn}, alert {alert}, "
@@ -175,7 +179,7 @@ def evaluate(
             if measured is None:
                 continue
             shift, z = measured
-            status = _level(abs(shift), warn, alert) if abs(z) >= cfg.calibration_min_z else Status.OK
+            status = calibration_status(shift, z, warn, alert)
             if status is Status.OK:
                 continue  # only flagged segments are listed: there are many
             checks.append(

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 from coldcast.core.data import DataError
+from coldcast.core.procs import GroupHandle, free_port, http_url, stop_group, wait_ready
 
 HEALTH_PATH = "/api/version"
 
@@ -26,15 +20,8 @@ class UIError(DataError):
     """The Evidently UI did not start; the message carries the end of its output."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
-class RunningUI:
+class RunningUI(GroupHandle):
     """An `evidently ui` process group started by this process; `stop()` (or leaving a `with`) ends it."""
 
     url: str
@@ -44,18 +31,6 @@ class RunningUI:
     log_path: Path = field(repr=False)
     _log: IO[bytes] | None = field(default=None, repr=False)
 
-    def __enter__(self) -> RunningUI:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
-
     def project_url(self, project_id: str) -> str:
         return f"{self.url}/projects/{project_id}"
 
@@ -64,22 +39,10 @@ class RunningUI:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the UI's process group, SIGKILL if it lingers."""
-        if self.running:
-            _signal_group(self.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        _signal_group(self.pid, signal.SIGKILL)
+        stop_group(self.process, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 def ui_command(workspace: Path, host: str, port: int) -> list[str]:
@@ -117,9 +80,8 @@ def start_ui(
         cwd=workspace,
         start_new_session=True,  # its own process group, which stop() signals as a whole
     )
-    url_host = f"[{host}]" if ":" in host else host
     ui = RunningUI(
-        url=f"http://{url_host}:{port}",
+        url=http_url(host, port),
         pid=process.pid,
         workspace=workspace,
         process=process,
@@ -135,15 +97,10 @@ def start_ui(
 
 
 def _wait_ready(ui: RunningUI, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not ui.running:
-            raise UIError(f"evidently ui exited with code {ui.process.returncode}:\n{ui.log_tail()}")
-        try:
-            with urllib.request.urlopen(ui.url + HEALTH_PATH, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            pass
-        time.sleep(0.25)
-    raise UIError(f"the Evidently UI at {ui.url} was not up after {timeout:.0f} s:\n{ui.log_tail()}")
+    wait_ready(
+        ui.process,
+        ui.url + HEALTH_PATH,
+        timeout,
+        exited=lambda code: UIError(f"evidently ui exited with code {code}:\n{ui.log_tail()}"),
+        timed_out=lambda: UIError(f"the Evidently UI at {ui.url} was not up after {timeout:.0f} s:\n{ui.log_tail()}"),
+    )

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
+import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 import psutil
 import yaml
 
+from coldcast.core.procs import GroupHandle, free_port, http_url, stop_group, wait_ready
 from coldcast.serving.store import (
     LOG_DIR_ENV,
     ServingError,
@@ -35,15 +31,8 @@ SERVICE = "coldcast.serving.service:ColdcastService"
 READY_PATH = "/readyz"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
-class RunningServer:
+class RunningServer(GroupHandle):
     """A `bentoml serve` process group started by this process; `stop()` (or leaving a `with`) ends it."""
 
     url: str
@@ -53,18 +42,6 @@ class RunningServer:
     log_path: Path | None = None
     _workdir: Path | None = field(default=None, repr=False)
     _log: IO[bytes] | None = field(default=None, repr=False)
-
-    def __enter__(self) -> RunningServer:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
 
     def log_tail(self, chars: int = 4000) -> str:
         """The end of the server's own output (its log file), for error messages."""
@@ -79,14 +56,7 @@ class RunningServer:
         arbiter's descendants first and any that outlive it are killed by PID.
         """
         workers = _descendants(self.pid)
-        if self.running:
-            _signal_group(self.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        _signal_group(self.pid, signal.SIGKILL)
+        stop_group(self.process, timeout)
         _, alive = psutil.wait_procs(workers, timeout=5)
         for proc in alive:
             with contextlib.suppress(psutil.Error):
@@ -96,10 +66,7 @@ class RunningServer:
             self._log.close()
             self._log = None
         if self._workdir is not None:
-            with contextlib.suppress(OSError):
-                for p in self._workdir.iterdir():
-                    p.unlink()
-                self._workdir.rmdir()
+            shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 
 
@@ -108,11 +75,6 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 def resolve_model(model: str | Path) -> str:
@@ -209,9 +171,8 @@ def _launch(
         command += ["--arg-file", str(arg_file)]
     # its own session: the server and its workers form one process group that stop() signals as a whole
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url_host = f"[{host}]" if ":" in host else host
     server = RunningServer(
-        url=f"http://{url_host}:{port}",
+        url=http_url(host, port),
         pid=process.pid,
         model_tag=tag,
         process=process,
@@ -228,17 +189,10 @@ def _launch(
 
 
 def _wait_ready(server: RunningServer, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not server.running:
-            raise ServingError(
-                f"bentoml serve exited with code {server.process.returncode} before it was ready:\n{server.log_tail()}"
-            )
-        try:
-            with urllib.request.urlopen(server.url + READY_PATH, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            pass
-        time.sleep(0.25)
-    raise ServingError(f"the server at {server.url} was not ready after {timeout:.0f} s:\n{server.log_tail()}")
+    def exited(code: int) -> ServingError:
+        return ServingError(f"bentoml serve exited with code {code} before it was ready:\n{server.log_tail()}")
+
+    def timed_out() -> ServingError:
+        return ServingError(f"the server at {server.url} was not ready after {timeout:.0f} s:\n{server.log_tail()}")
+
+    wait_ready(server.process, server.url + READY_PATH, timeout, exited=exited, timed_out=timed_out)
