@@ -11,9 +11,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
 
 from coldcast.core.data import Dataset, write_json
+from coldcast.core.records import Record
 from coldcast.core.spec import TRUE_PREFIX, Spec
 
 # The generator's own rules for what a creative's format implies about its slot and the app's focus, and how
@@ -38,14 +38,7 @@ ProgressFn = Callable[[int, int], None]
 _PER_CREATIVE = ("slot", "app_in_focus")
 
 
-class _Result(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
-
-
-class ArmStats(_Result):
+class ArmStats(Record):
     """What one arm bought in one segment, and the business metrics of the paper's Table 2."""
 
     impressions: int
@@ -65,7 +58,7 @@ class ArmStats(_Result):
 LIFT_METRICS: tuple[str, ...] = ("impressions", "streams", "clicks", "spend", "i2s", "ctr", "ecps", "expected_i2s")
 
 
-class Lift(_Result):
+class Lift(Record):
     """Treatment relative to control, (treatment - control) / control, each with a paired bootstrap 95% interval
     over opportunities (both arms resampled together); None where control is zero or undefined."""
 
@@ -79,7 +72,7 @@ class Lift(_Result):
     expected_i2s: MetricValue
 
 
-class Segment(_Result):
+class Segment(Record):
     """One row of the Table-2 shape: a segment of shows (by the show each arm chose), both arms and the lift."""
 
     name: str
@@ -88,7 +81,7 @@ class Segment(_Result):
     lift: Lift
 
 
-class ABResult(_Result):
+class ABResult(Record):
     """A simulated budget-split A/B test: settings, fill rates and per-segment results."""
 
     seed: int

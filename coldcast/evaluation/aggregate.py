@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 
 from coldcast.core.data import Dataset, write_json
+from coldcast.core.records import Record
 from coldcast.evaluation.abtest import ABResult
 from coldcast.evaluation.experiments import BASELINE, JOINT, TABLE_VARIANTS, Cell, Plan, load_results, predictions
 from coldcast.evaluation.metrics import MetricValue, compute_metrics, paired_lift, stable_seed
@@ -56,11 +56,7 @@ PAPER_TABLE2: dict[str, tuple[str, str, str, str]] = {
 }
 
 
-class _Result(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Stat(_Result):
+class Stat(Record):
     """A figure over training seeds: mean, sample standard deviation and the values."""
 
     mean: float | None
@@ -77,7 +73,7 @@ class Stat(_Result):
         return cls(mean=float(np.mean(ok)), sd=sd, n=len(ok), values=ok)
 
 
-class CellScore(_Result):
+class CellScore(Record):
     """One trained model on its test rows: stream AP and friends on promotions and on ads."""
 
     id: str
@@ -97,7 +93,7 @@ class CellScore(_Result):
     examples_per_second: float
 
 
-class Row(_Result):
+class Row(Record):
     """A variant against a reference: AP on promotions and on ads, and their relative change, over seeds."""
 
     variant: str
@@ -114,7 +110,7 @@ class Row(_Result):
     best_epoch: Stat | None = None
 
 
-class CurvePoint(_Result):
+class CurvePoint(Record):
     arm: str
     fraction: float
     ads_ap: Stat
@@ -122,7 +118,7 @@ class CurvePoint(_Result):
     ad_rows: int | None = None  # ad impressions on the training days at this fraction
 
 
-class SweepPoint(_Result):
+class SweepPoint(Record):
     similarity: float
     ceiling_ads_ap: float | None
     ceiling_promotions_ap: float | None
@@ -136,7 +132,7 @@ class SweepPoint(_Result):
     joint_vs_direct_apply: Stat  # ads AP lift
 
 
-class TierLift(_Result):
+class TierLift(Record):
     tier: str
     ad_rows: int
     positives: int
@@ -147,7 +143,7 @@ class TierLift(_Result):
     joint_vs_ads_multitask: Stat
 
 
-class ABRun(_Result):
+class ABRun(Record):
     seed: int
     budget_ratio: float | None
     treatment: str = "joint"  # or "oracle": the true probabilities, the headroom any model could reach
@@ -155,7 +151,7 @@ class ABRun(_Result):
     result: ABResult
 
 
-class ExperimentResults(_Result):
+class ExperimentResults(Record):
     """Everything the experiment reports show, with what is missing when the run is partial."""
 
     protocol: dict[str, Any]

@@ -7,9 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from coldcast.core.data import write_json
+from coldcast.core.records import Record
 from coldcast.core.spec import Spec
 from coldcast.evaluation.metrics import HIGHER_IS_BETTER, MetricSet, MetricValue
 from coldcast.evaluation.report import EvaluationReport, Figure, TaskReport
@@ -17,14 +16,7 @@ from coldcast.evaluation.report import EvaluationReport, Figure, TaskReport
 HEADLINE = "headline"
 
 
-class _Result(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
-
-
-class GateCheck(_Result):
+class GateCheck(Record):
     """One comparison the gate made, and whether it passed (None: skipped, with the reason)."""
 
     task: str
@@ -38,7 +30,7 @@ class GateCheck(_Result):
     reason: str
 
 
-class GateVerdict(_Result):
+class GateVerdict(Record):
     """Whether a candidate model may be promoted, with every check and a reason for each failure."""
 
     blessed: bool

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+
+from coldcast.core.records import Record
 
 Strategy = Literal["quantile", "uniform"]
 
@@ -26,14 +27,7 @@ _POISSON_LEVELS = 2**16
 _MIN_DEFINED_SHARE = 0.9
 
 
-class _Result(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
-
-
-class MetricValue(_Result):
+class MetricValue(Record):
     """One metric: its value (None when undefined, with the reason) and a bootstrap 95% interval."""
 
     value: float | None
@@ -46,7 +40,7 @@ class MetricValue(_Result):
         return self.value is not None
 
 
-class CalibrationBin(_Result):
+class CalibrationBin(Record):
     """One equal-width bin of predicted probability."""
 
     lower: float
@@ -56,7 +50,7 @@ class CalibrationBin(_Result):
     observed_rate: float | None
 
 
-class MetricSet(_Result):
+class MetricSet(Record):
     """Every metric of one score vector on one set of rows."""
 
     rows: int

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 
 from coldcast.core.data import Dataset, task_labels, write_json
+from coldcast.core.records import Record
 from coldcast.core.spec import TRUE_PREFIX, Spec
 from coldcast.evaluation.metrics import MetricSet, Strategy, compute_metrics, stable_seed
 
@@ -24,21 +25,14 @@ UNSEEN_USER = "unseen_user"
 ProgressFn = Callable[[int, int], None]
 
 
-class _Result(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
-
-
-class Figure(_Result):
+class Figure(Record):
     """The model's metrics on some rows, and the ceiling: the same metrics with the true probability as score."""
 
     model: MetricSet
     ceiling: MetricSet | None = None
 
 
-class Population(_Result):
+class Population(Record):
     """A task evaluated on one population (a source's labelled rows, or all labelled rows), overall and by slice."""
 
     overall: Figure
@@ -54,7 +48,7 @@ class Population(_Result):
         return groups[value]
 
 
-class TaskReport(_Result):
+class TaskReport(Record):
     """One task: its headline population (the home source, else all labelled rows) and every population."""
 
     task: str
@@ -73,7 +67,7 @@ class TaskReport(_Result):
         return self.populations[name]
 
 
-class EvaluationReport(_Result):
+class EvaluationReport(Record):
     """Metrics of one model's predictions on one evaluation set."""
 
     rows: int
@@ -90,8 +84,8 @@ class EvaluationReport(_Result):
     model: str | None = None
     data: str | None = None
     split: str | None = None
-    dates: list[str] = []
-    notes: list[str] = []
+    dates: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
 
     def task(self, name: str) -> TaskReport:
         if name not in self.tasks:
@@ -106,7 +100,7 @@ class EvaluationReport(_Result):
         return cls.model_validate(json.loads(Path(path).read_text()))
 
 
-class TrainingReference(_Result):
+class TrainingReference(Record):
     """What the model saw in training, for the slices that must not use later information."""
 
     cutoff: str

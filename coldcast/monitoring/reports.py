@@ -15,10 +15,11 @@ from evidently import Dataset as EvidentlyDataset
 from evidently.core.metric_types import Metric
 from evidently.core.report import ReferenceMetricNotFound, Snapshot
 from evidently.metrics import MeanValue, RocAuc, RowCount, ValueDrift
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 from sklearn.exceptions import UndefinedMetricWarning
 
 from coldcast.core.predlog import SOURCE, prediction_column
+from coldcast.core.records import Record
 from coldcast.core.spec import DriftThresholds
 from coldcast.monitoring.columns import ALL, MISSING, ColumnPlan, has_values, label_column
 from coldcast.monitoring.metrics import AveragePrecision, FeatureGroupDrift, MonitoringStatus, finite
@@ -27,14 +28,7 @@ from coldcast.monitoring.metrics import AveragePrecision, FeatureGroupDrift, Mon
 KIND, SEGMENT, TASK, WINDOW, MODEL = "kind", "segment", "task", "window", "model_version"
 
 
-class _Result(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
-
-
-class ColumnDrift(_Result):
+class ColumnDrift(Record):
     """One monitored column in one segment: its drift score against the reference and whether it drifted."""
 
     column: str
@@ -49,7 +43,7 @@ class ColumnDrift(_Result):
     note: str | None = None
 
 
-class GroupDrift(_Result):
+class GroupDrift(Record):
     """A feature group in one segment: how many of its monitored columns drifted."""
 
     group: str
@@ -59,7 +53,7 @@ class GroupDrift(_Result):
     drifted_columns: list[str]
 
 
-class PredictionDrift(_Result):
+class PredictionDrift(Record):
     """One task's predicted probabilities in one segment: drift score and mean score, now and in the reference."""
 
     task: str
@@ -69,7 +63,7 @@ class PredictionDrift(_Result):
     reference_mean: float | None
 
 
-class SegmentReport(_Result):
+class SegmentReport(Record):
     """Drift of the whole window (segment "all") or of the rows of one segment value ("source=ad")."""
 
     segment: str
@@ -79,7 +73,8 @@ class SegmentReport(_Result):
     columns: list[ColumnDrift]
     groups: list[GroupDrift]
     predictions: list[PredictionDrift]
-    within: list[ColumnDrift] = []  # `column|key`: drift within the key's values (drift.within); not in the shares
+    # `column|key`: drift within the key's values (drift.within); not in the shares
+    within: list[ColumnDrift] = Field(default_factory=list)
 
     def column(self, name: str) -> ColumnDrift:
         for c in [*self.columns, *self.within]:
@@ -114,7 +109,7 @@ def log_shift(
     return shift, shift / math.sqrt(1 / positives + 1 / reference_positives)
 
 
-class SegmentCalibration(_Result):
+class SegmentCalibration(Record):
     """One task on the labelled rows of one value of a label segment (`genre=comedy`): positives vs predicted."""
 
     segment: str
@@ -131,7 +126,7 @@ class SegmentCalibration(_Result):
         return log_shift(self.positives, self.predicted, self.reference_positives, self.reference_predicted)
 
 
-class TaskQuality(_Result):
+class TaskQuality(Record):
     """One task on its labelled rows (its home source's, if it has one), in the window and in the reference."""
 
     task: str
@@ -149,7 +144,8 @@ class TaskQuality(_Result):
     reference_observed_rate: float | None = None
     reference_mean_prediction: float | None = None
     note: str | None = None  # why the label-based checks are skipped, if they are
-    segments: list[SegmentCalibration] = []  # per value of drift.label_segments with enough positives
+    # per value of drift.label_segments with enough positives
+    segments: list[SegmentCalibration] = Field(default_factory=list)
 
     @property
     def calibration_shift(self) -> float | None:
