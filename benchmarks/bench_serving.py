@@ -208,11 +208,16 @@ class InProcess:
 class Server:
     """The real thing: `bentoml serve` via start_server, called over HTTP by aiohttp clients in this process."""
 
-    def __init__(self, model_dir: Path, log_dir: Path, workers: int, threads: int, wait_ms: float | None) -> None:
+    def __init__(self, model_dir: Path, log_dir: Path, variant: str) -> None:
         from coldcast.serving.server import start_server
 
+        shape, *sets = variant.split("+")
+        parts = shape.split(":")
+        workers, threads = int(parts[0]), int(parts[1])
+        wait_ms = float(parts[2]) if len(parts) > 2 else None
         self.name = f"w={workers},t={threads}" + (f",b={wait_ms:g}" if wait_ms is not None else "")
-        overrides = [f"serving.model_threads={threads}"]
+        self.name += "".join(f",{s.removeprefix('serving.')}" for s in sets)
+        overrides = [f"serving.model_threads={threads}", *sets]
         if wait_ms is not None:
             overrides.append(f"serving.batching.max_wait_ms={wait_ms}")
         self.server = start_server(model_dir, log_dir=log_dir, workers=workers, timeout=600, overrides=overrides)
@@ -270,8 +275,9 @@ def main() -> None:
         "--servers",
         nargs="+",
         default=["1:0", "2:1"],
-        help="Server variants to compare, workers:threads[:wait] (serving.model_threads, 0 = TensorFlow decides; "
-        "serving.batching.max_wait_ms, default: the spec's).",
+        help="Server variants to compare, workers:threads[:wait][+serving.key=value...] (serving.model_threads, "
+        "0 = TensorFlow decides; serving.batching.max_wait_ms, default: the spec's; then any serving.* overrides, "
+        "e.g. 2:1+serving.access_log=true).",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
@@ -286,12 +292,8 @@ def main() -> None:
         # every variant stays up for the whole run and the cells interleave, so background load hits all alike
         variants: list = []
         try:
-            for spec in args.servers:
-                parts = spec.split(":")
-                workers, threads = int(parts[0]), int(parts[1])
-                wait = float(parts[2]) if len(parts) > 2 else None
-                log_dir = work / f"log-{len(variants)}"
-                variants.append(Server(model_dir, log_dir, workers, threads, wait))
+            for variant in args.servers:
+                variants.append(Server(model_dir, work / f"log-{len(variants)}", variant))
             variants.insert(0, InProcess(model_dir, work / "log-inproc"))
             # as each server worker does after loading (coldcast.serving.scorer.freeze_heap): this process holds
             # TensorFlow too, and a full collection over its objects would stall the in-process variant and the
@@ -318,8 +320,9 @@ def main() -> None:
     print(f"\nload average (1 min) at start {load:.1f}, at end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"medians of {args.repeats} interleaved sweeps; srv cpu / cli cpu: cores used by the server (in-process:")
     print("this process) and by the HTTP client; rows/core-s = rows/s per server core used")
+    width = max(12, *(len(n) for n in names))
     header = (
-        f"{'endpoint':<8} {'conc':>4} {'variant':<12} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8} "
+        f"{'endpoint':<8} {'conc':>4} {'variant':<{width}} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8} "
         f"{'rows/s':>9} {'errors':>6} {'srv cpu':>7} {'cli cpu':>7} {'rows/core-s':>11}"
     )
     print(header)
@@ -331,7 +334,7 @@ def main() -> None:
                 per_core = r["rows_per_s"] / r["server_cpu"] if r["server_cpu"] else float("nan")
                 cpu = f"{r['server_cpu']:>7.2f} {r['client_cpu']:>7.2f} {per_core:>11,.0f}"
                 print(
-                    f"{endpoint:<8} {c:>4} {name:<12} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['p99']:>8.2f} "
+                    f"{endpoint:<8} {c:>4} {name:<{width}} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['p99']:>8.2f} "
                     f"{r['rps']:>8.0f} {r['rows_per_s']:>9,.0f} {r['errors']:>6.0f} {cpu}"
                 )
     print("\noverhead of HTTP + BentoML (server / in-process): p50 latency x, throughput /")

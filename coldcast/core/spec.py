@@ -591,6 +591,12 @@ class ServingConfig(_Frozen):
     model_threads: int = Field(
         default=0, ge=0, description="TensorFlow threads per worker for one model call (0: TensorFlow decides)."
     )
+    access_log: bool = Field(
+        default=False,
+        description="BentoML's one line per request. Off by default: the prediction log and the Prometheus "
+        "metrics already record every request, and the lines cost CPU at thousands of requests a second.",
+    )
+    metrics: bool = Field(default=True, description="BentoML's Prometheus metrics at /metrics.")
     batching: ServingBatching = ServingBatching()
     log: ServingLog = ServingLog()
 

@@ -22,7 +22,7 @@ WEIGHTS = "weights"
 
 # --------------------------------------------------------------------------------------------------- conversion
 def feature_arrays(table: pa.Table | pa.RecordBatch | pd.DataFrame, spec: Spec) -> Batch:
-    """Raw feature values as the model's inputs: strings, int64, float32, and lists padded with ''."""
+    """Raw feature values as the model's inputs: UTF-8 bytes, int64, float32, and lists padded with b''."""
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
     missing = [f.name for f in spec.feature_list if f.name not in table.column_names]
@@ -42,22 +42,49 @@ def feature_arrays(table: pa.Table | pa.RecordBatch | pd.DataFrame, spec: Spec) 
             values = col.to_numpy(zero_copy_only=False)
             out[f.name] = np.nan_to_num(values.astype(np.float64), nan=-1).astype(np.int64)
         else:
-            values = col.cast(pa.string()).fill_null("")
-            out[f.name] = values.to_numpy(zero_copy_only=False).astype(object)
+            out[f.name] = _utf8_column(col)
     return out
 
 
+def _utf8_column(col: pa.Array) -> np.ndarray:
+    """A column of strings (or of values cast to strings) as fixed-width UTF-8 bytes, nulls as b''.
+
+    Through a dictionary: a categorical column has few distinct values, so converting those once and indexing is
+    cheaper than converting every value.
+    """
+    if pa.types.is_dictionary(col.type):
+        words, codes = col.dictionary.cast(pa.string()), col.indices
+    else:
+        encoded = pc.dictionary_encode(col.cast(pa.string()))
+        words, codes = encoded.dictionary, encoded.indices
+    table = np.append(_utf8(words.to_numpy(zero_copy_only=False)), b"")
+    return table[codes.fill_null(len(table) - 1).to_numpy()]
+
+
+def _utf8(values: np.ndarray) -> np.ndarray:
+    """Python strings as fixed-width UTF-8 bytes (numpy 'S'), the same tf.string values.
+
+    Why: shuffling and batching copy every row several times, and an object array costs a reference count per
+    value on each copy and on each free, which made the input pipeline slower than training needs; a bytes array
+    is copied as one block.
+    """
+    try:
+        return values.astype(np.bytes_)  # ASCII, the common case, in one C loop
+    except UnicodeEncodeError:
+        return np.char.encode(values.astype(np.str_), "utf-8")
+
+
 def _pad_lists(col: pa.Array, max_length: int) -> np.ndarray:
-    """A list<string> column as a dense [n, max_length] object array padded with '' (longer lists are cut)."""
+    """A list<string> column as a dense [n, max_length] UTF-8 bytes array padded with b'' (longer lists are cut)."""
     n = len(col)
-    out = np.full((n, max_length), "", dtype=object)
     if n == 0:
-        return out
+        return np.full((n, max_length), b"", dtype="S1")
     if not pa.types.is_list(col.type) and not pa.types.is_large_list(col.type):
         raise DataError(f"expected a list column, got {col.type}")
     col = col.fill_null(pa.scalar([], type=col.type))
     offsets = col.offsets.to_numpy()
-    values = col.values.cast(pa.string()).fill_null("").to_numpy(zero_copy_only=False)
+    values = _utf8_column(col.values)
+    out = np.full((n, max_length), b"", dtype=values.dtype if values.itemsize else "S1")
     # only the slice of values this (possibly sliced) array refers to
     start = offsets[0]
     lengths = np.diff(offsets)
@@ -104,27 +131,111 @@ def label_arrays(table: pa.Table | pd.DataFrame, spec: Spec) -> tuple[Batch, Bat
 
 
 # --------------------------------------------------------------------------------------------------- streaming
-Rows = dict[str, np.ndarray]  # features, then "label:<task>" and "weight:<task>" columns, all the same length
+Packed = dict[str, np.ndarray]  # FLOATS [n, F], INTS [n, I] and one bytes array per string feature: n rows
+FLOATS, INTS = "floats", "ints"
 
 
-def _rows(table: pa.Table, spec: Spec) -> Rows:
-    """Convert a chunk once (vectorised) so that batches are cheap numpy slices of it."""
-    rows = feature_arrays(table, spec)
-    labels, weights = label_arrays(table, spec)
-    rows.update({f"label:{t}": v for t, v in labels.items()})
-    rows.update({f"weight:{t}": v for t, v in weights.items()})
-    return rows
+@dataclass(frozen=True)
+class Layout:
+    """Where each feature, label and weight of a training row sits in its packed arrays.
+
+    Why packed: the shuffle buffer copies every row a few times and tf.data converts each array it is handed
+    separately, so a float32 matrix, an int64 matrix and one UTF-8 bytes array per string feature cost a fraction
+    of some forty columns. Strings stay one array per feature so that each keeps its own (narrow) width.
+    """
+
+    floats: tuple[str, ...]  # numeric features, then "label:<task>" and "weight:<task>"
+    ints: tuple[str, ...]
+    strings: tuple[tuple[str, int | None], ...]  # (feature, max_length of a list or None)
+    tasks: tuple[str, ...]
+
+    @classmethod
+    def of(cls, spec: Spec) -> Layout:
+        floats: list[str] = []
+        ints: list[str] = []
+        strings: list[tuple[str, int | None]] = []
+        for f in spec.feature_list:
+            d = f.definition
+            if isinstance(d, NumericFeature):
+                floats.append(f.name)
+            elif isinstance(d, CategoricalFeature) and d.dtype == "int64":
+                ints.append(f.name)
+            else:
+                strings.append((f.name, d.max_length if isinstance(d, MultiFeature) else None))
+        tasks = tuple(spec.task_names)
+        floats += [f"label:{t}" for t in tasks] + [f"weight:{t}" for t in tasks]
+        return cls(tuple(floats), tuple(ints), tuple(strings), tasks)
+
+    @property
+    def string_columns(self) -> list[tuple[str, int, int | None]]:
+        """(feature, first column, max_length or None) in the [n, K] matrices `text_blob` returns."""
+        out, first = [], 0
+        for name, length in self.strings:
+            out.append((name, first, length))
+            first += length or 1
+        return out
+
+    @property
+    def string_width(self) -> int:
+        """K, the columns of `text_blob`'s matrices."""
+        return sum(length or 1 for _, length in self.strings)
+
+    def pack(self, table: pa.Table, spec: Spec) -> Packed:
+        """A chunk converted once (vectorised), so that shuffling and batching are cheap numpy indexing."""
+        rows = feature_arrays(table, spec)
+        labels, weights = label_arrays(table, spec)
+        rows.update({f"label:{t}": v for t, v in labels.items()})
+        rows.update({f"weight:{t}": v for t, v in weights.items()})
+        n = table.num_rows
+        return {
+            FLOATS: np.stack([rows[k] for k in self.floats], axis=1) if self.floats else np.zeros((n, 0), np.float32),
+            INTS: np.stack([rows[k] for k in self.ints], axis=1) if self.ints else np.zeros((n, 0), np.int64),
+            **{name: rows[name] for name, _ in self.strings},
+        }
+
+    def unpack(self, packed: Packed) -> tuple[Batch, Batch, Batch]:
+        """(features, labels, weights) as views of the packed arrays."""
+        columns = {k: packed[FLOATS][:, j] for j, k in enumerate(self.floats)}
+        features = {k: v for k, v in columns.items() if ":" not in k}
+        features.update({k: packed[INTS][:, j] for j, k in enumerate(self.ints)})
+        features.update({name: packed[name] for name, _ in self.strings})
+        labels = {t: columns[f"label:{t}"] for t in self.tasks}
+        weights = {t: columns[f"weight:{t}"] for t in self.tasks}
+        return features, labels, weights
+
+    def text_blob(self, packed: Packed) -> tuple[bytes, np.ndarray, np.ndarray]:
+        """Every string of a batch in one bytes object, with [n, K] int32 positions and lengths of each value.
+
+        tf.strings.substr cuts them back out in the graph; see `coldcast.model.train.training_dataset`.
+        """
+        parts, positions, lengths = [], [], []
+        offset = 0
+        for name, _ in self.strings:
+            values = np.ascontiguousarray(packed[name])
+            values = values.reshape(len(values), -1)
+            parts.append(values.tobytes())
+            positions.append(offset + np.arange(values.size).reshape(values.shape) * values.itemsize)
+            lengths.append(np.char.str_len(values))
+            offset += values.nbytes
+        if not parts:
+            n = len(packed[FLOATS])
+            return b"", np.zeros((n, 0), np.int32), np.zeros((n, 0), np.int32)
+        return (
+            b"".join(parts),
+            np.concatenate(positions, axis=1).astype(np.int32),
+            np.concatenate(lengths, axis=1).astype(np.int32),
+        )
 
 
-def _length(rows: Rows | None) -> int:
+def _length(rows: Packed | None) -> int:
     return 0 if not rows else len(next(iter(rows.values())))
 
 
-def _concat(parts: list[Rows]) -> Rows:
+def _concat(parts: list[Packed]) -> Packed:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _index(rows: Rows, idx: np.ndarray | slice) -> Rows:
+def _index(rows: Packed, idx: np.ndarray | slice) -> Packed:
     return {k: v[idx] for k, v in rows.items()}
 
 
@@ -135,15 +246,16 @@ class _Stream:
     files: list[Path]
     sources: list[str]
     spec: Spec
+    layout: Layout
     buffer_rows: int
     rng: np.random.Generator
 
     def __post_init__(self) -> None:
-        self._buffer: Rows | None = None
+        self._buffer: Packed | None = None
         self._columns = needed_columns(self.spec)
         self._chunks = self._read()
 
-    def _read(self) -> Iterator[Rows]:
+    def _read(self) -> Iterator[Packed]:
         while True:
             found = False
             for i in self.rng.permutation(len(self.files)):
@@ -152,7 +264,7 @@ class _Stream:
                     table = table.filter(pc.is_in(table.column("source"), pa.array(self.sources)))
                     if table.num_rows:
                         found = True
-                        yield _rows(table, self.spec)
+                        yield self.layout.pack(table, self.spec)
             if not found:
                 return
 
@@ -170,7 +282,7 @@ class _Stream:
             merged = _concat(parts)
             self._buffer = _index(merged, self.rng.permutation(_length(merged)))
 
-    def take(self, n: int) -> Rows | None:
+    def take(self, n: int) -> Packed | None:
         if _length(self._buffer) < max(n, self.buffer_rows // 2):
             self._fill()
         if not _length(self._buffer):
@@ -205,20 +317,36 @@ def training_batches(
     seed: int,
     sources: Sequence[str] | None = None,
 ) -> Iterator[tuple[Batch, Batch, Batch]]:
-    """`steps` shuffled batches of (features, labels, weights).
+    """`steps` shuffled batches of (features, labels, weights); see `packed_batches`."""
+    layout = Layout.of(spec)
+    for packed in packed_batches(files, spec, batch_size=batch_size, steps=steps, seed=seed, sources=sources):
+        yield layout.unpack(packed)
+
+
+def packed_batches(
+    files: Sequence[Path],
+    spec: Spec,
+    *,
+    batch_size: int,
+    steps: int,
+    seed: int,
+    sources: Sequence[str] | None = None,
+) -> Iterator[Packed]:
+    """`steps` shuffled batches, each packed as `Layout.of(spec)` describes.
 
     With `training.sampling: balanced` each batch holds rows of each source in the spec's ratio (the smaller
     source is cycled more often); with `natural` rows come in the data's own mix.
     """
     sources = list(sources or spec.source_names)
+    layout = Layout.of(spec)
     rng = np.random.default_rng(seed)
     buffer = max(spec.training.shuffle_buffer, batch_size * 4)
     if spec.training.sampling == "natural" or len(sources) == 1:
-        streams = {",".join(sources): _Stream(list(files), sources, spec, buffer, rng)}
+        streams = {",".join(sources): _Stream(list(files), sources, spec, layout, buffer, rng)}
         ratio = [1.0]
     else:
         shares = _ratios(spec, sources)
-        streams = {s: _Stream(list(files), [s], spec, buffer // len(sources), rng) for s in sources}
+        streams = {s: _Stream(list(files), [s], spec, layout, buffer // len(sources), rng) for s in sources}
         ratio = [shares[s] for s in sources]
     for _ in range(steps):
         counts = rng.multinomial(batch_size, ratio)
@@ -230,11 +358,7 @@ def training_batches(
                     raise DataError(f"no training rows of source {name!r} in the data")
                 parts.append(part)
         rows = _concat(parts) if len(parts) > 1 else parts[0]
-        rows = _index(rows, rng.permutation(_length(rows)))
-        features = {k: v for k, v in rows.items() if ":" not in k}
-        labels = {t: rows[f"label:{t}"] for t in spec.task_names}
-        weights = {t: rows[f"weight:{t}"] for t in spec.task_names}
-        yield features, labels, weights
+        yield _index(rows, rng.permutation(_length(rows)))
 
 
 def _ratios(spec: Spec, sources: list[str]) -> dict[str, float]:

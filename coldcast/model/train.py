@@ -24,10 +24,14 @@ from sklearn.metrics import average_precision_score
 from coldcast.core.data import DataError, Dataset, atomic_dir, write_json
 from coldcast.core.spec import NumericFeature, Spec
 from coldcast.model.inputs import (
+    FLOATS,
+    INTS,
+    Layout,
     check_columns,
     count_rows,
     eval_batches,
     label_arrays,
+    packed_batches,
     training_batches,
 )
 from coldcast.model.multitask import MultiTaskModel, model_features
@@ -124,23 +128,41 @@ def label_counts(files: Sequence[Path], spec: Spec, sources: Sequence[str]) -> d
 
 
 # --------------------------------------------------------------------------------------------------- the data
-def _signature(spec: Spec) -> tuple[dict, dict, dict]:
-    features = input_signature(spec, model_features(spec))
-    per_task = {t: tf.TensorSpec([None], tf.float32) for t in spec.task_names}
-    return features, dict(per_task), dict(per_task)
-
-
 def training_dataset(files: list[Path], spec: Spec, batch_size: int, steps: int, seed: int, sources: list[str]) -> Any:
-    """`steps` batches of (features, labels, weights) streamed from the shards as a prefetching tf.data pipeline."""
-    features_sig, labels_sig, weights_sig = _signature(spec)
+    """`steps` batches of (features, labels, weights) streamed from the shards as a prefetching tf.data pipeline.
+
+    Batches cross from Python into tf.data packed (`coldcast.model.inputs.Layout`): a float32 and an int64
+    matrix, and every string of the batch in one bytes object with the position and length of each value, cut
+    back into strings in the graph. Why: tf.data converts each array it is handed on its own, and an array of
+    strings value by value through Python objects; that cost more than reading, shuffling and batching together.
+    """
+    layout = Layout.of(spec)
+    features_sig = input_signature(spec, model_features(spec))
+    packed_sig = {
+        FLOATS: tf.TensorSpec([None, len(layout.floats)], tf.float32),
+        INTS: tf.TensorSpec([None, len(layout.ints)], tf.int64),
+        "text": tf.TensorSpec([], tf.string),
+        "positions": tf.TensorSpec([None, layout.string_width], tf.int32),
+        "lengths": tf.TensorSpec([None, layout.string_width], tf.int32),
+    }
 
     def generate() -> Any:
-        for features, labels, weights in training_batches(
-            files, spec, batch_size=batch_size, steps=steps, seed=seed, sources=sources
-        ):
-            yield {k: features[k] for k in features_sig}, labels, weights
+        for packed in packed_batches(files, spec, batch_size=batch_size, steps=steps, seed=seed, sources=sources):
+            text, positions, lengths = layout.text_blob(packed)
+            yield {FLOATS: packed[FLOATS], INTS: packed[INTS], "text": text, "positions": positions, "lengths": lengths}
 
-    ds = tf.data.Dataset.from_generator(generate, output_signature=(features_sig, labels_sig, weights_sig))
+    def unpack(packed: dict[str, tf.Tensor]) -> tuple[dict, dict, dict]:
+        text = tf.strings.substr(packed["text"], packed["positions"], packed["lengths"])
+        column = {k: packed[FLOATS][:, j] for j, k in enumerate(layout.floats)}
+        column.update({k: packed[INTS][:, j] for j, k in enumerate(layout.ints)})
+        for name, first, length in layout.string_columns:
+            column[name] = text[:, first] if length is None else text[:, first : first + length]
+        labels = {t: column[f"label:{t}"] for t in spec.task_names}
+        weights = {t: column[f"weight:{t}"] for t in spec.task_names}
+        return {k: column[k] for k in features_sig}, labels, weights
+
+    ds = tf.data.Dataset.from_generator(generate, output_signature=packed_sig)
+    ds = ds.map(unpack, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()
     # the generator already shards by file per worker; Keras must not try to re-shard it
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF

@@ -86,6 +86,8 @@ def make_service(args: ServeArgs) -> bentoml.Service[Any]:
         name=SERVICE_NAME,
         workers=args.workers,
         traffic={"timeout": spec.serving.timeout_s},
+        logging={"access": {"enabled": spec.serving.access_log}},
+        metrics={"enabled": spec.serving.metrics},
         labels={"project": "coldcast", "model": tag},
     )
     @bentoml.asgi_app(metadata_app, path="/")
