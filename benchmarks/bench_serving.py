@@ -274,10 +274,10 @@ def main() -> None:
     parser.add_argument(
         "--servers",
         nargs="+",
-        default=["1:0", "2:1"],
-        help="Server variants to compare, workers:threads[:wait][+serving.key=value...] (serving.model_threads, "
-        "0 = TensorFlow decides; serving.batching.max_wait_ms, default: the spec's; then any serving.* overrides, "
-        "e.g. 2:1+serving.access_log=true).",
+        default=["2:0", "1:0"],
+        help="Server variants to compare, workers:threads[:wait][+serving.key=value...] (serving.workers; "
+        "serving.model_threads, 0 = cores / workers; serving.batching.max_wait_ms, default: the spec's; then any "
+        "serving.* overrides, e.g. 2:0+serving.access_log=true). The default spec is 2:0.",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:

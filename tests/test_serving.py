@@ -4,6 +4,7 @@ the field (and keeps serving), ranks by objectives, logs predictions that read b
 import asyncio
 import json
 import math
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -250,6 +251,11 @@ def test_health_readiness_and_metadata(served, small_model):
     assert meta["spec"]["tasks"].keys() == spec.tasks.keys()
     assert "ad_streams_per_cost" in meta["objectives"]
     assert meta["logging"]["folder"]
+    # the spec's default: 2 workers, TensorFlow's threads shared among them
+    assert meta["processes"]["workers"] == spec.serving.workers == 2
+    assert meta["processes"]["model_threads"] == max(1, (os.cpu_count() or 1) // 2)
+    worker_pids = {p.pid for p in psutil.Process(server.pid).children(recursive=True)}
+    assert meta["processes"]["pid"] in worker_pids
 
 
 def test_prediction_logs_are_written_and_read_back(served, rows):

@@ -56,7 +56,9 @@ def serve(
         Path | None,
         typer.Option(help="Folder for prediction logs (Parquet by UTC day, for monitoring); off when not given."),
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes; each loads the model.")] = 1,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes, each loads the model (default: serving.workers).")
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a serving setting, e.g. --set serving.max_request_rows=5000."),

@@ -90,7 +90,7 @@ def start_server(
     host: str = "127.0.0.1",
     port: int | None = None,
     log_dir: str | Path | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     timeout: float = 120.0,
     overrides: Sequence[str] = (),
     output: Path | None = None,
@@ -101,21 +101,23 @@ def start_server(
     /readyz answers 200, and returns the running server. `log_dir` turns prediction logging on; `overrides` are
     `serving.*` spec settings (e.g. "serving.max_request_rows=5000"); the server's own output goes to `output`
     (default: a temporary file, removed on stop). If the server exits or is not ready within `timeout`
-    seconds it is stopped and a ServingError carries the end of its output.
+    seconds it is stopped and a ServingError carries the end of its output. `workers` defaults to the spec's
+    `serving.workers`.
     """
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise ServingError(f"workers must be at least 1, got {workers}")
     if log_dir is not None and Path(log_dir).exists() and not Path(log_dir).is_dir():
         raise ServingError(f"log_dir {log_dir} exists and is not a folder")
     tag = resolve_model(model)
     # fail here, not in the child, on an override that is not a serving.* key or has a bad value
     serving_spec(stored_model(tag).path, list(overrides))
-    args = {
+    args: dict[str, object] = {
         "model": tag,
         "log_dir": str(Path(log_dir).resolve()) if log_dir is not None else "",
-        "workers": int(workers),
         "overrides": list(overrides),
     }
+    if workers is not None:
+        args["workers"] = int(workers)
     # the log folder comes from the arguments only (an inherited $COLDCAST_LOG_DIR must not switch logging on)
     env = {LOG_DIR_ENV: ""}
     return _launch(SERVICE, args, tag, host=host, port=port, timeout=timeout, output=output, env=env)

@@ -63,8 +63,13 @@ class ServeArgs(BaseModel):
 
     model: str = Field(default="", description="Store tag name:version (empty: the newest coldcast model).")
     log_dir: str = Field(default="", description=f"Prediction-log folder (empty: ${LOG_DIR_ENV}, else none).")
-    workers: int = Field(default=1, ge=1, description="Worker processes (each loads the model).")
+    workers: int | None = Field(default=None, ge=1, description="Worker processes (default: serving.workers).")
     overrides: list[str] = Field(default_factory=list, description="serving.* spec overrides, key=value.")
+
+
+def model_threads(setting: int, workers: int) -> int:
+    """TensorFlow threads per worker: the setting, or (0) the cores shared among the workers, at least 1."""
+    return setting or max(1, (os.cpu_count() or 1) // workers)
 
 
 def make_service(args: ServeArgs) -> bentoml.Service[Any]:
@@ -76,15 +81,18 @@ def make_service(args: ServeArgs) -> bentoml.Service[Any]:
     metadata = json.loads((model_path / METADATA_FILE).read_text())
     schemas = RequestSchemas(spec, metadata["tasks"], metadata["features"], base=IODescriptor)
     log_dir = args.log_dir or os.environ.get(LOG_DIR_ENV) or None
+    workers = args.workers or spec.serving.workers
+    threads = model_threads(spec.serving.model_threads, workers)
 
     async def describe(_: Request) -> JSONResponse:
-        return JSONResponse(bentoml.get_current_service().scorer.metadata(tag))
+        processes = {"workers": workers, "model_threads": threads, "pid": os.getpid()}
+        return JSONResponse({**bentoml.get_current_service().scorer.metadata(tag), "processes": processes})
 
     metadata_app = Starlette(routes=[Route("/metadata", describe, methods=["GET"])])
 
     @bentoml.service(
         name=SERVICE_NAME,
-        workers=args.workers,
+        workers=workers,
         traffic={"timeout": spec.serving.timeout_s},
         logging={"access": {"enabled": spec.serving.access_log}},
         metrics={"enabled": spec.serving.metrics},
@@ -103,9 +111,9 @@ def make_service(args: ServeArgs) -> bentoml.Service[Any]:
             from coldcast.model.scoring import ScoringModel
             from coldcast.serving.scorer import Scorer, freeze_heap
 
-            if spec.serving.model_threads:  # before TensorFlow's runtime starts, i.e. before the model loads
-                tf.config.threading.set_intra_op_parallelism_threads(spec.serving.model_threads)
-                tf.config.threading.set_inter_op_parallelism_threads(spec.serving.model_threads)
+            # before TensorFlow's runtime starts, i.e. before the model loads
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
 
             model = ScoringModel.load(self.model_ref.path)
             self.scorer = Scorer(model, spec, model_version=tag, log_dir=log_dir, schemas=schemas)
