@@ -592,7 +592,7 @@ class ServingConfig(_Frozen):
         default=2,
         ge=1,
         description="Worker processes, each with the model loaded and its own event loop. Sized for the 2-core "
-        "reference host, where 2 workers scored 1.4-1.6x the candidates/s of 1: one event loop cannot keep two "
+        "reference host, where 2 workers scored 1.3-1.6x the candidates/s of 1: one event loop cannot keep two "
         "cores busy. Give each worker about a core; each holds TensorFlow and the model (about 700 MB).",
     )
     model_threads: int = Field(
@@ -602,9 +602,9 @@ class ServingConfig(_Frozen):
         "workers, at least 1).",
     )
     access_log: bool = Field(
-        default=False,
-        description="BentoML's one line per request. Off by default: the prediction log and the Prometheus "
-        "metrics already record every request, and the lines cost CPU at thousands of requests a second.",
+        default=True,
+        description="BentoML's one line per request (its own default). Turning it off made no difference "
+        "beyond noise at 250 requests/s (BENCHMARKS.md); the prediction log and /metrics record requests too.",
     )
     metrics: bool = Field(default=True, description="BentoML's Prometheus metrics at /metrics.")
     batching: ServingBatching = ServingBatching()
