@@ -255,6 +255,10 @@ class PredictionLogger:
         ]
         for f in self.spec.feature_list:
             columns.append(_feature_column(batch, f.name, self.schema.field(f.name).type))
+            # Let the request threads in between columns. Converting a flush's Python strings holds the GIL
+            # (about 17 ms in all for 4,000 rows here), and without a yield the event loop waits up to the
+            # interpreter's 5 ms switch interval at each turn.
+            time.sleep(0)
         for t in self.tasks:
             columns.append(pa.array(np.concatenate([np.asarray(p.predictions[t], np.float32) for p in batch])))
         return pa.Table.from_arrays(columns, schema=self.schema)
