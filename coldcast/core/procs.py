@@ -10,12 +10,13 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
 
-class GroupHandle:
+class GroupHandle(ABC):
     """A child process group started by this process (`process` leads it): `stop()`, or leaving a `with`, ends it."""
 
     process: subprocess.Popen[bytes]
@@ -32,8 +33,9 @@ class GroupHandle:
     def running(self) -> bool:
         return self.process.poll() is None
 
-    def stop(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def stop(self, timeout: float = 10.0) -> None:
+        """End the group (each launcher also releases what it opened for it)."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -188,13 +188,13 @@ class Layout:
         rows.update({f"weight:{t}": v for t, v in weights.items()})
         n = table.num_rows
         return {
-            FLOATS: np.stack([rows[k] for k in self.floats], axis=1) if self.floats else np.zeros((n, 0), np.float32),
+            FLOATS: np.stack([rows[k] for k in self.floats], axis=1),  # never empty: every task has a label column
             INTS: np.stack([rows[k] for k in self.ints], axis=1) if self.ints else np.zeros((n, 0), np.int64),
             **{name: rows[name] for name, _ in self.strings},
         }
 
     def unpack(self, packed: Packed) -> tuple[Batch, Batch, Batch]:
-        """(features, labels, weights) as views of the packed arrays."""
+        """(features, labels, weights) as views of the packed arrays (numpy, or tensors in a tf.data map)."""
         columns = {k: packed[FLOATS][:, j] for j, k in enumerate(self.floats)}
         features = {k: v for k, v in columns.items() if ":" not in k}
         features.update({k: packed[INTS][:, j] for j, k in enumerate(self.ints)})

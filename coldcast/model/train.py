@@ -153,13 +153,12 @@ def training_dataset(files: list[Path], spec: Spec, batch_size: int, steps: int,
 
     def unpack(packed: dict[str, tf.Tensor]) -> tuple[dict, dict, dict]:
         text = tf.strings.substr(packed["text"], packed["positions"], packed["lengths"])
-        column = {k: packed[FLOATS][:, j] for j, k in enumerate(layout.floats)}
-        column.update({k: packed[INTS][:, j] for j, k in enumerate(layout.ints)})
-        for name, first, length in layout.string_columns:
-            column[name] = text[:, first] if length is None else text[:, first : first + length]
-        labels = {t: column[f"label:{t}"] for t in spec.task_names}
-        weights = {t: column[f"weight:{t}"] for t in spec.task_names}
-        return {k: column[k] for k in features_sig}, labels, weights
+        strings = {
+            name: text[:, first] if length is None else text[:, first : first + length]
+            for name, first, length in layout.string_columns
+        }
+        features, labels, weights = layout.unpack({FLOATS: packed[FLOATS], INTS: packed[INTS], **strings})
+        return {k: features[k] for k in features_sig}, labels, weights
 
     ds = tf.data.Dataset.from_generator(generate, output_signature=packed_sig)
     ds = ds.map(unpack, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
