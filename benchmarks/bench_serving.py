@@ -36,6 +36,8 @@ import pydantic_core
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# as the server's workers run by default (serving.onednn: false), so the in-process limit uses the same kernels
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
@@ -199,7 +201,7 @@ class InProcess:
         return statistics.median(times) * 1e3
 
     def batching(self) -> dict:
-        return self.scorer.batcher.stats.as_dict()
+        return {os.getpid(): self.scorer.batcher.stats.as_dict()}
 
     def close(self) -> None:
         self.scorer.close()
@@ -249,10 +251,18 @@ class Server:
         return r
 
     def batching(self) -> dict:
+        """Each worker's batching counters, by PID: a new connection per try, until every worker has answered
+        (the workers accept connections from one shared socket, so which one answers is up to the kernel)."""
         import urllib.request
 
-        with urllib.request.urlopen(self.server.url + "/metadata") as resp:
-            return json.loads(resp.read())["batching"]
+        seen: dict = {}
+        for _ in range(50):
+            with urllib.request.urlopen(self.server.url + "/metadata") as resp:
+                meta = json.loads(resp.read())
+            seen[meta["processes"]["pid"]] = meta["batching"]
+            if len(seen) == meta["processes"]["workers"]:
+                break
+        return seen
 
     def close(self) -> None:
         self.server.stop()
@@ -347,8 +357,12 @@ def main() -> None:
                     f"throughput /{a['rps'] / b['rps']:.2f}"
                 )
     print(f"\nbare model call (median ms): {floors}")
-    for name, stats in batching.items():
-        print(f"{name} batching: {stats}")
+    for name, workers in batching.items():
+        for pid, stats in workers.items():
+            print(f"{name} pid {pid} batching: {stats}")
+        if len(workers) > 1:
+            split = " / ".join(f"{s['requests']:,}" for s in workers.values())
+            print(f"{name}: requests per worker over the whole run {split}")
     top = max(args.concurrency)
     for name in servers:
         errors = sum(sum(r["errors"] for r in v) for k, v in runs.items() if k[0] == name)

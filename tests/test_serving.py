@@ -19,7 +19,7 @@ import requests
 from typer.testing import CliRunner
 
 from coldcast.cli import app
-from coldcast.core.predlog import LogFiles, PredictionLogger, prediction_column
+from coldcast.core.predlog import LogFiles, PredictionLogger, Repeated, prediction_column
 from coldcast.core.spec import load_spec
 from coldcast.serving.batching import Batcher
 from coldcast.serving.schema import RequestSchemas
@@ -254,6 +254,7 @@ def test_health_readiness_and_metadata(served, small_model):
     # the spec's default: 2 workers, TensorFlow's threads shared among them
     assert meta["processes"]["workers"] == spec.serving.workers == 2
     assert meta["processes"]["model_threads"] == max(1, (os.cpu_count() or 1) // 2)
+    assert meta["processes"]["onednn"] is spec.serving.onednn is False  # the switch reached the worker
     worker_pids = {p.pid for p in psutil.Process(server.pid).children(recursive=True)}
     assert meta["processes"]["pid"] in worker_pids
 
@@ -290,7 +291,10 @@ def test_prediction_logs_are_written_and_read_back(served, rows):
     )
     ranked = logged[logged["request_id"] == "log-test-rank"]
     assert len(ranked) == 5 and set(ranked["endpoint"]) == {"rank"} and set(ranked["source"]) == {"ad"}
-    assert set(ranked["user_id"]) == {rows[0]["user_id"]}
+    # the user's features, sent once, are on every candidate's row; each candidate's own features on its row
+    assert list(ranked["user_id"]) == [rows[0]["user_id"]] * 5
+    assert [list(v) for v in ranked["recent_shows"]] == [rows[0]["recent_shows"][:10]] * 5
+    assert list(ranked["show_id"]) == [r["show_id"] for r in rows[1:6]]
 
 
 def test_the_bento_builds_with_pinned_requirements_and_serves_like_the_savedmodel(served, rows, reference, tmp_path):
@@ -378,6 +382,46 @@ def test_the_logger_writes_off_the_request_path_and_counts_what_it_drops(tmp_pat
     assert logger.rows_written + logger.dropped_rows == 100 and logger.dropped_rows > 0
     assert len(logged) == logger.rows_written
     assert logged["user_id"].iloc[0] == "u" and logged["user_id"].iloc[-1] is None
+
+
+def test_repeated_values_log_like_the_arrays_they_stand_for(tmp_path, small_spec):
+    tasks = small_spec.task_names
+    logger = PredictionLogger(tmp_path, small_spec, tasks, "m:1", max_rows=10_000, max_seconds=3600)
+
+    def preds(n):
+        return {t: np.linspace(0, 1, n, dtype=np.float32) for t in tasks}
+
+    def shows(n, first):
+        return np.array([f"s{first + i}" for i in range(n)], dtype=object)
+
+    lists = np.array([["a", "b", ""]], dtype=object)  # one padded multi-valued row
+    rank = {"user_id": Repeated(np.array(["u1"], dtype=object), 3), "listened_genres": Repeated(lists, 3)}
+    logger.append(rank | {"show_id": shows(3, 0)}, preds(3), request_id="r1")
+    logger.flush()  # a flush of Repeated values only
+    logger.append(rank | {"show_id": shows(3, 3)}, preds(3), request_id="r2")
+    scored = {"user_id": np.array(["u2", "u3"], dtype=object), "listened_genres": np.repeat(lists, 2, axis=0)}
+    logger.append(scored | {"show_id": shows(2, 6)}, preds(2), request_id="s1")  # mixed with arrays
+    logger.append({"show_id": shows(1, 8)}, preds(1), request_id="s2")  # and with a feature absent
+    logger.close()
+    logged = LogFiles(tmp_path).read()
+    assert list(logged["request_id"]) == ["r1"] * 3 + ["r2"] * 3 + ["s1"] * 2 + ["s2"]
+    assert list(logged["user_id"]) == ["u1"] * 6 + ["u2", "u3", None]
+    assert [None if v is None else list(v) for v in logged["listened_genres"]] == [["a", "b"]] * 8 + [None]
+    assert list(logged["show_id"]) == [f"s{i}" for i in range(9)]
+    logger2 = PredictionLogger(tmp_path / "b", small_spec, tasks, "m:1")
+    with pytest.raises(ValueError, match=r"user_id.*2 rows.*3"):
+        logger2.append({"user_id": Repeated(np.array(["u"], dtype=object), 2)}, preds(3), request_id="x")
+
+
+def test_the_flat_model_call_scores_exactly_like_the_keyword_call(reference, rows):
+    from coldcast.model.inputs import feature_arrays
+
+    assert reference._flat_order is not None  # the fast path is taken with the pinned TensorFlow
+    arrays = feature_arrays(pa.Table.from_pylist(rows[:50]), reference.spec)
+    flat, keywords = reference.predict_arrays(arrays), reference.predict_arrays(arrays, flat=False)
+    assert flat.keys() == keywords.keys() == set(reference.tasks)
+    for task in reference.tasks:
+        np.testing.assert_array_equal(flat[task], keywords[task])
 
 
 def test_a_new_feature_in_the_spec_is_a_new_required_request_field(small_spec):

@@ -90,6 +90,18 @@ class LogFiles:
         return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default").to_pandas()
 
 
+@dataclass(frozen=True)
+class Repeated:
+    """One value shared by every row of an append (a /rank request's user and context): `row` holds it as a
+    one-row array, `count` is the rows. The log converts it once and repeats it in Arrow, not per row."""
+
+    row: np.ndarray
+    count: int
+
+    def expand(self) -> np.ndarray:
+        return np.repeat(self.row, self.count, axis=0)
+
+
 @dataclass
 class _Pending:
     """One append, kept as given: converting to Arrow is the writer's job, not the request's."""
@@ -163,9 +175,13 @@ class PredictionLogger:
     ) -> None:
         """Buffer one request's rows: raw features by name, a probability array per task, optional ids.
 
-        The caller must not modify the arrays afterwards: they are converted when the buffer is flushed.
+        A feature is an array with one entry per row, a `Repeated` value shared by all rows, or absent. The
+        caller must not modify the arrays afterwards: they are converted when the buffer is flushed.
         """
         n = len(next(iter(predictions.values())))
+        for name, value in features.items():
+            if isinstance(value, Repeated) and value.count != n:
+                raise ValueError(f"feature {name!r} repeats a value for {value.count} rows, the append has {n}")
         pending = _Pending(n, datetime.now(UTC), request_id, endpoint, features, predictions, meta)
         with self._lock:
             if self._closed:
@@ -267,10 +283,11 @@ class PredictionLogger:
         with self._write_lock:
             table = self._table(batch)
             # one partition per UTC day of the rows' log time; a batch straddling midnight is split
-            days = pc.strftime(table.column(LOGGED_AT), format="%Y-%m-%d").to_numpy(zero_copy_only=False)
+            days = np.repeat([f"{p.at:%Y-%m-%d}" for p in batch], [p.rows for p in batch])
+            unique = np.unique(days)
             last = None
-            for day in np.unique(days):
-                part = table.filter(pa.array(days == day))
+            for day in unique:
+                part = table if len(unique) == 1 else table.filter(pa.array(days == day))
                 name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
                 last = write_parquet(part, self.files.root / f"date={day}" / name)
                 self.files_written += 1
@@ -281,6 +298,12 @@ class PredictionLogger:
 
 def _feature_column(batch: list[_Pending], name: str, kind: pa.DataType) -> pa.Array:
     parts = [p.features.get(name) for p in batch]
+    shared = [v for v in parts if isinstance(v, Repeated)]
+    if parts and len(shared) == len(parts):
+        # a flush of /rank requests: convert one row per request, then repeat it in Arrow (C, no Python objects)
+        rows = _column(np.concatenate([v.row for v in shared]), kind)
+        return rows.take(pa.array(np.repeat(np.arange(len(shared)), [v.count for v in shared])))
+    parts = [v.expand() if isinstance(v, Repeated) else v for v in parts]
     arrays = [v for v in parts if isinstance(v, np.ndarray)]
     if len(arrays) == len(parts) and len({(a.ndim, a.shape[1:]) for a in arrays}) == 1:
         return _column(np.concatenate(arrays), kind)  # the common case: every request sent the feature

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,21 @@ def to_tensors(arrays: dict[str, np.ndarray], signature: dict[str, tf.TensorSpec
     return {name: tf.constant(arrays[name], dtype=spec.dtype) for name, spec in signature.items()}
 
 
+def flat_argument_order(fn: Any) -> list[str] | None:
+    """The signature's input names in the order of the function's flat arguments, or None where unknown.
+
+    A SavedModel signature called with keywords first binds them to its structured signature in Python
+    (`FunctionType.bind`, shape and dtype casts per input): about 0.5 ms of a 1-2 ms call here, for inputs
+    that `to_tensors` has already made of the right dtypes. `_call_flat` on the ordered tensors skips that. It
+    is TensorFlow's own private entry (stable across 2.x), so anything unexpected falls back to the keywords.
+    """
+    keys = getattr(fn, "_arg_keywords", None)
+    if keys is None or getattr(fn, "_num_positional_args", None) != 0 or not callable(getattr(fn, "_call_flat", None)):
+        return None
+    names = list(fn.structured_input_signature[1])
+    return list(keys) if sorted(keys) == sorted(names) and not fn.structured_input_signature[0] else None
+
+
 @dataclass
 class ScoringModel:
     """A trained model as serving sees it: its spec, metadata and the SavedModel's `serving_default`."""
@@ -50,6 +65,12 @@ class ScoringModel:
     spec: Spec
     metadata: dict[str, Any]
     _fn: Any
+    _signature: dict[str, tf.TensorSpec] = field(init=False, repr=False)
+    _flat_order: list[str] | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._signature = dict(self._fn.structured_input_signature[1])
+        self._flat_order = flat_argument_order(self._fn)
 
     @classmethod
     def load(cls, model_dir: str | Path) -> ScoringModel:
@@ -70,10 +91,18 @@ class ScoringModel:
 
     @property
     def signature(self) -> dict[str, tf.TensorSpec]:
-        return dict(self._fn.structured_input_signature[1])
+        return dict(self._signature)
 
-    def predict_arrays(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = self._fn(**to_tensors(arrays, self.signature))
+    def predict_arrays(self, arrays: dict[str, np.ndarray], *, flat: bool = True) -> dict[str, np.ndarray]:
+        """One probability array per task for feature arrays keyed by the signature's names.
+
+        `flat=False` calls the signature with keywords (TensorFlow's checked path; the scores are the same).
+        """
+        tensors = to_tensors(arrays, self._signature)
+        if flat and self._flat_order is not None:
+            out = self._fn._call_flat([tensors[k] for k in self._flat_order], self._fn.captured_inputs)
+        else:
+            out = self._fn(**tensors)
         return {t: out[t].numpy() for t in self.tasks}
 
     def predict(

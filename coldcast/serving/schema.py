@@ -317,17 +317,24 @@ class RequestSchemas:
         """(model inputs, logged-only features) of validated /score rows."""
         return _columns(rows, self.model_features), _columns(rows, self.extra_features, optional=True)
 
-    def rank_arrays(self, request: Any) -> tuple[Arrays, Arrays]:
-        """(model inputs, logged-only features) of a validated /rank request: request groups broadcast."""
+    def rank_arrays(self, request: Any) -> tuple[Arrays, Arrays, Arrays]:
+        """(model inputs, logged-only features, shared) of a validated /rank request.
+
+        The request groups' features (user, context) are sent once and broadcast to every candidate in the
+        model inputs; `shared` holds each of them (model input or logged-only) as a one-row array as well, so
+        the prediction log can store the value once per request instead of once per candidate.
+        """
         n = len(request.candidates)
         model_in = _columns(request.candidates, self._candidate_model)
         extra = _columns(request.candidates, self._candidate_extra, optional=True)
+        shared: Arrays = {}
         for g, features in self._request_group_features.items():
             values = getattr(request, g)
             for f in features:
+                row = shared[f.name] = _broadcast(f, getattr(values, f.name), 1)
                 target = model_in if f.name in self._used else extra
-                target[f.name] = _broadcast(f, getattr(values, f.name), n)
-        return model_in, extra
+                target[f.name] = np.repeat(row, n, axis=0)
+        return model_in, extra, shared
 
     def warmup_arrays(self, n: int = 1) -> Arrays:
         """n synthetic rows of valid values, to trace the model before the first request."""

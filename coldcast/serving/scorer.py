@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from coldcast.core.predlog import IMPRESSION_ID, SOURCE, PredictionLogger
+from coldcast.core.predlog import IMPRESSION_ID, SOURCE, PredictionLogger, Repeated
 from coldcast.core.spec import Spec
 from coldcast.model.scoring import ScoringModel
 from coldcast.serving.batching import Batcher
@@ -97,14 +97,14 @@ class Scorer:
         """The candidates of a validated RankRequest, best first by its objective (a RankResponse-shaped dict)."""
         objective = self.schemas.objective(request)
         candidates = request.candidates
-        arrays, extra = self.schemas.rank_arrays(request)
+        arrays, extra, shared = self.schemas.rank_arrays(request)
         scores = _finite(await self.batcher.predict(arrays))
         if self.logger is not None:
-            meta = {
-                IMPRESSION_ID: [c.impression_id for c in candidates],
-                SOURCE: [request.source] * len(candidates),
-            }
-            self.logger.append({**arrays, **extra}, scores, request_id=request_id, endpoint="rank", meta=meta)
+            n = len(candidates)
+            meta = {IMPRESSION_ID: [c.impression_id for c in candidates], SOURCE: [request.source] * n}
+            # the user's and the context's features once per request, not once per candidate
+            features = {**arrays, **extra, **{k: Repeated(v, n) for k, v in shared.items()}}
+            self.logger.append(features, scores, request_id=request_id, endpoint="rank", meta=meta)
         cost = np.array([c.cost for c in candidates], dtype=np.float64) if objective.per_cost else None
         value = objective.score(scores, cost)
         order = np.argsort(-value, kind="stable")  # ties keep the request's order
