@@ -254,7 +254,6 @@ def test_health_readiness_and_metadata(served, small_model):
     # the spec's default: 2 workers, TensorFlow's threads shared among them
     assert meta["processes"]["workers"] == spec.serving.workers == 2
     assert meta["processes"]["model_threads"] == max(1, (os.cpu_count() or 1) // 2)
-    assert meta["processes"]["onednn"] is spec.serving.onednn is False  # the switch reached the worker
     worker_pids = {p.pid for p in psutil.Process(server.pid).children(recursive=True)}
     assert meta["processes"]["pid"] in worker_pids
 

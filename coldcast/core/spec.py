@@ -607,12 +607,6 @@ class ServingConfig(_Frozen):
         "beyond noise at 250 requests/s (BENCHMARKS.md); the prediction log and /metrics record requests too.",
     )
     metrics: bool = Field(default=True, description="BentoML's Prometheus metrics at /metrics.")
-    onednn: bool = Field(
-        default=False,
-        description="TensorFlow's oneDNN kernels in the serving workers (TF_ENABLE_ONEDNN_OPTS). Off by default: "
-        "on serving's small batches (100-800 rows) the default kernels took about 25% less time per model call "
-        "here, with scores equal to within 3e-8 (BENCHMARKS.md). Training is not affected.",
-    )
     batching: ServingBatching = ServingBatching()
     log: ServingLog = ServingLog()
 

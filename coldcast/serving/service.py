@@ -11,9 +11,7 @@ YAML file: no TensorFlow). The model itself loads in each worker.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +28,6 @@ from coldcast.serving.schema import RequestSchemas, request_id
 from coldcast.serving.store import LOG_DIR_ENV, METADATA_FILE, latest_model, serving_spec, stored_model
 
 SERVICE_NAME = "coldcast"
-ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
-
-log = logging.getLogger(__name__)
 
 
 class JsonOnly:
@@ -90,12 +85,7 @@ def make_service(args: ServeArgs) -> bentoml.Service[Any]:
     threads = model_threads(spec.serving.model_threads, workers)
 
     async def describe(_: Request) -> JSONResponse:
-        processes = {
-            "workers": workers,
-            "model_threads": threads,
-            "onednn": os.environ.get(ONEDNN_ENV) != "0",
-            "pid": os.getpid(),
-        }
+        processes = {"workers": workers, "model_threads": threads, "pid": os.getpid()}
         return JSONResponse({**bentoml.get_current_service().scorer.metadata(tag), "processes": processes})
 
     metadata_app = Starlette(routes=[Route("/metadata", describe, methods=["GET"])])
@@ -115,12 +105,7 @@ def make_service(args: ServeArgs) -> bentoml.Service[Any]:
         model_ref = bentoml.models.BentoModel(tag)
 
         def __init__(self) -> None:
-            # TensorFlow is imported here, in the worker: the parent process only needs the request models. It
-            # reads the oneDNN switch once, when it loads, so the switch is set first.
-            if "tensorflow" in sys.modules:
-                log.warning("TensorFlow was imported before the service: serving.onednn cannot take effect")
-            else:
-                os.environ[ONEDNN_ENV] = "1" if spec.serving.onednn else "0"
+            # TensorFlow is imported here, in the worker: the parent process only needs the request models
             import tensorflow as tf
 
             from coldcast.model.scoring import ScoringModel
