@@ -8,8 +8,9 @@ request when the last one returns), the script measures
                 batching, scoring, logging, response JSON: everything but HTTP and BentoML), the limit;
   * model:      one bare SavedModel call on the request's rows, the floor.
 Overhead = server p50 / in-process p50 (latency) and in-process / server throughput. Every variant is up for the
-whole run and the cells interleave (per endpoint and concurrency: in-process, then each server variant), over
-`--repeats` sweeps whose medians are printed, so background load on a shared machine hits all variants alike.
+whole run and the cells interleave (per endpoint and concurrency: each variant in turn, the order rotating by
+one each sweep), over `--repeats` sweeps whose medians are printed, so background load on a shared machine hits
+all variants alike.
 Only one variant is driven at a time; the HTTP client shares the machine with the server (its CPU share is
 printed). Server variants: workers x serving.model_threads (x serving.batching.max_wait_ms). Both this process
 and each server worker freeze their heaps after loading (freeze_heap), so garbage collection of TensorFlow's
@@ -311,9 +312,12 @@ def main() -> None:
             freeze_heap()
             runs: dict = {}
             for rep in range(args.repeats):
+                # each sweep starts the cells with a different variant: the one that runs right after another
+                # may pay for what that one left behind (its log writer still flushing, cold caches)
+                order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
                 for endpoint, (items, rows) in bodies.items():
                     for c in args.concurrency:
-                        for v in variants:
+                        for v in order:
                             runs.setdefault((v.name, endpoint, c), []).append(v.cell(endpoint, items, rows, c, args))
                 print(f"sweep {rep + 1} of {args.repeats} done", flush=True)
             floors = {e: variants[0].floor_ms(e, items[0]) for e, (items, _) in bodies.items()}
