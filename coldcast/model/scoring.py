@@ -48,7 +48,7 @@ def flat_argument_order(fn: Any) -> list[str] | None:
     A SavedModel signature called with keywords first binds them to its structured signature in Python
     (`FunctionType.bind`, shape and dtype casts per input): about 0.5 ms of a 1-2 ms call here, for inputs
     that `to_tensors` has already made of the right dtypes. `_call_flat` on the ordered tensors skips that. It
-    is TensorFlow's own private entry (stable across 2.x), so anything unexpected falls back to the keywords.
+    is TensorFlow's own private entry, so anything unexpected falls back to the keywords.
     """
     keys = getattr(fn, "_arg_keywords", None)
     if keys is None or getattr(fn, "_num_positional_args", None) != 0 or not callable(getattr(fn, "_call_flat", None)):
