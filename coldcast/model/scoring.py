@@ -53,8 +53,8 @@ def flat_argument_order(fn: Any) -> list[str] | None:
     keys = getattr(fn, "_arg_keywords", None)
     if keys is None or getattr(fn, "_num_positional_args", None) != 0 or not callable(getattr(fn, "_call_flat", None)):
         return None
-    names = list(fn.structured_input_signature[1])
-    return list(keys) if sorted(keys) == sorted(names) and not fn.structured_input_signature[0] else None
+    positional, named = fn.structured_input_signature
+    return list(keys) if not positional and sorted(keys) == sorted(named) else None
 
 
 @dataclass
