@@ -19,7 +19,7 @@ import requests
 
 from coldcast.core.predlog import PredictionLogger, prediction_column
 from coldcast.core.procs import free_port
-from coldcast.monitoring import build_reference, check_window, join_labels, read_window
+from coldcast.monitoring import DriftResult, build_reference, check_window, join_labels, read_window
 from coldcast.monitoring.ui import HEALTH_PATH
 from coldcast.monitoring.workspace import add_to_workspace, open_workspace, panel_titles
 
@@ -131,7 +131,7 @@ def browse(chromium: Path, profile: Path, url: str, *extra: str) -> subprocess.C
         "--disable-sync",
         f"--user-data-dir={profile}",
         "--virtual-time-budget=30000",  # let the app fetch its panels' series and draw them
-        "--window-size=1400,5200",
+        "--window-size=1400,6800",
     ]
     return subprocess.run([str(chromium), *flags, *extra, url], capture_output=True, text=True, timeout=180)
 
@@ -146,12 +146,31 @@ def test_dashboard_renders_every_panel_in_a_real_browser(chromium, ui, workspace
     assert dom.returncode == 0, dom.stderr[-2000:]
     text = html.unescape(dom.stdout)
     titles = panel_titles(spec, tasks)
-    assert len(titles) == 4 + 4 + 2 * len(tasks)
+    assert len(titles) == 4 + 4 + 1 + 3 * len(tasks)  # ... drift within keys, calibration per genre per task
     missing = [t for t in titles if t not in text]
     assert not missing, f"panels not rendered: {missing}"
     assert "Something went wrong" not in text
     # the charts are drawn from the windows' series: both windows' dates are on their time axes
     assert all(f"{day} 00:00:00" in text for day in days)
+
+    # the series of coldcast's own check values (within drift, calibration shifts) have a point per window
+    def points(labels: dict[str, str]) -> list[dict[str, float]]:
+        """Each matching series as {day: value}: a series' values follow the response's sources (snapshots)."""
+        query = {"tags": [], "metadata": {"kind": "checks"}, "metric": "evidently:metric_v2:CheckValue"}
+        body = {"series_filter": [query | {"metric_labels": labels}]}
+        found = requests.post(f"{ui}/api/v2/snapshots/{project.id}/data_series_batch", json=body, timeout=30)
+        assert found.status_code in (200, 201), found.text[:2000]
+        dates = [source["timestamp"][:10] for source in found.json()["sources"]]
+        return [
+            {d: v for d, v in zip(dates, s["values"], strict=False) if v is not None} for s in found.json()["series"]
+        ]
+
+    (within,) = points({"check": "within", "task": "", "name": "format|campaign_id"})
+    assert list(within) == days and all(v >= 0 for v in within.values())
+    # click's shift on its whole population, where a day had enough clicks (the small world has too few per genre)
+    shifts = {day: DriftResult.read(ws.parent / "checks" / day).quality["click"].calibration_shift for day in days}
+    (click,) = points({"check": "calibration", "task": "click"})
+    assert click and click == pytest.approx({d: v for d, v in shifts.items() if v is not None})
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"

@@ -32,6 +32,8 @@ from coldcast.monitoring.reports import (
     SegmentCalibration,
     SegmentReport,
     TaskQuality,
+    check_values,
+    checks_snapshot,
     drift_report,
     threshold_of,
     within_drift,
@@ -174,6 +176,14 @@ def test_reports_are_typed_written_and_agree_with_evidently(simulated, small_mod
                 shares[params["group"]] = res.share.value
         assert shares.pop("all") == pytest.approx(seg.share)
         assert shares == pytest.approx({g.group: g.share for g in seg.groups})
+    # the values Evidently does not compute (within drift, calibration shifts) ride in a snapshot of their own
+    carried = _carried(Snapshot.load(out / "snapshots" / "checks.json"))
+    assert carried.pop(("within", "", "format|campaign_id")) == pytest.approx(
+        result.segment("all").column("format|campaign_id").score
+    )
+    assert carried.pop(("calibration", "click", "all")) == pytest.approx(result.quality["click"].calibration_shift)
+    # too few positives in a day of the small world for the other tasks, or per genre: nothing measured, no point
+    assert carried == {}
     click = result.quality["click"]
     assert click.population == "all" and click.rows == result.labelled_rows
     assert click.average_precision is not None and 0 < click.auc < 1 and click.calibration_shift is not None
@@ -352,6 +362,52 @@ def test_within_and_segment_calibration_checks_map_to_the_right_status():
     assert [c.status for c in evaluate([], {"click": shifted}, cfg)] == [Status.WARN, Status.OK]
     few = shifted.model_copy(update={"positives": 50, "reference_positives": 50})
     assert {c.status for c in evaluate([], {"click": few}, cfg)} == {Status.OK}
+
+
+def _carried(snapshot: Snapshot) -> dict[tuple[str, str, str], float]:
+    """A checks snapshot's CheckValue results by (check, task, name)."""
+    out = {}
+    for res in snapshot.metric_results.values():
+        params = res.metric_value_location.metric.params
+        assert params["type"].endswith("CheckValue")
+        out[params["check"], params["task"], params["name"]] = res.value
+    return out
+
+
+def test_within_scores_and_segment_calibration_shifts_reach_a_snapshot():
+    seg = _segment(0, 10, 0.01)
+    column = seg.columns[0].model_copy(update={"column": "format|campaign_id", "score": 0.07})
+    unmeasured = column.model_copy(update={"column": "topics.top|show_id", "score": None, "note": "too few rows"})
+    other = seg.model_copy(update={"segment": "source=ad", "within": [column.model_copy(update={"score": 0.5})]})
+    cells = [
+        SegmentCalibration(
+            segment=f"genre={name}",
+            rows=400,
+            positives=positives,
+            predicted=20.0,
+            reference_rows=10_000,
+            reference_positives=1000,
+            reference_predicted=1000.0,
+        )
+        for name, positives in (("comedy", 40), ("news", 10))
+    ]
+    quality = {
+        "click": _quality(0.12, 0.7).model_copy(update={"segments": cells}),
+        "follow": _quality(0.1, 0.7).model_copy(update={"note": "too few positives", "segments": cells}),
+    }
+    values = check_values([seg.model_copy(update={"within": [column, unmeasured]}), other], quality)
+    assert len(values) == 4 and set(values["note"].str.len()) != {0}
+    carried = _carried(checks_snapshot(values))
+    # the whole window's within score only (a segment's is judged, not plotted); no point for what was not measured
+    assert carried == pytest.approx(
+        {
+            ("within", "", "format|campaign_id"): 0.07,
+            ("calibration", "click", "all"): np.log(1.2),
+            ("calibration", "click", "genre=comedy"): np.log(2.0),  # 40 positives for 20 predicted
+            ("calibration", "click", "genre=news"): np.log(0.5),
+        }
+    )
+    assert checks_snapshot(check_values([], {})) is None
 
 
 def test_within_drift_ignores_the_mix_of_keys_and_sees_changes_within_them(small_world, small_spec):

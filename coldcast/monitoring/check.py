@@ -20,6 +20,8 @@ from coldcast.monitoring.reports import (
     WINDOW,
     SegmentReport,
     TaskQuality,
+    check_values,
+    checks_snapshot,
     drift_report,
     quality_report,
     rethreshold,
@@ -158,6 +160,9 @@ def check_window(
     status, reasons = summarise(checks)
     label_columns = [c for c in judged if c.startswith(LABEL_PREFIX)]
     labelled_rows = int(judged[label_columns].notna().any(axis=1).sum()) if label_columns else 0
+    values = checks_snapshot(check_values(reports, quality), timestamp=timestamp, metadata=meta)
+    if values is not None:
+        snapshots["checks"] = values
     snapshots["status"] = status_snapshot(
         status.level, status.value, reasons, len(cur), timestamp=timestamp, metadata=meta
     )

@@ -1,4 +1,4 @@
-"""Evidently metrics that Evidently lacks: average precision, drift share of a feature group, the status level.
+"""Evidently metrics that Evidently lacks: average precision, drift share of a feature group, status, check values.
 
 Snapshots store a metric's parameters and values, not its class, so the Evidently UI shows and plots these
 without importing coldcast (their type ids are `evidently:metric_v2:<class name>`).
@@ -126,6 +126,38 @@ class MonitoringStatusCalculation(SingleValueCalculation[MonitoringStatus]):
 
     def display_name(self) -> str:
         return "Monitoring status level (0 OK, 1 WARN, 2 ALERT)"
+
+
+class CheckValue(SingleValueMetric):
+    """One value coldcast computed for a window's check (a `within` drift score, a segment's calibration shift),
+    read from the row of a small dataset whose `check`, `task` and `name` match the parameters.
+
+    The values are computed outside Evidently (within drift resamples the reference per key; calibration counts
+    positives per segment), so this metric only carries them into a snapshot for the dashboard to plot. The
+    parameters name the series: one per check, task and name, shared by every window.
+    """
+
+    check: str
+    task: str = ""
+    name: str
+
+
+class CheckValueCalculation(SingleValueCalculation[CheckValue]):
+    def calculate(self, context: Context, current_data: Dataset, reference_data: Dataset | None) -> SingleValue:
+        frame = current_data.as_dataframe()
+        m = self.metric
+        rows = frame[(frame["check"] == m.check) & (frame["task"] == m.task) & (frame["name"] == m.name)]
+        if len(rows) != 1:
+            raise ValueError(f"{len(rows)} rows hold the value of check {m.check!r}, task {m.task!r}, {m.name!r}")
+        row = rows.iloc[0]
+        result = self.result(float(row["value"]))
+        shown = [CounterData(m.name, f"{result.value:+.4f}")]
+        result.widget = [counter(counters=shown, title=self.display_name()), text_widget(text=str(row["note"]))]
+        return result
+
+    def display_name(self) -> str:
+        m = self.metric
+        return f"{m.check} check{f' of {m.task}' if m.task else ''}: {m.name}"
 
 
 def finite(value: Any) -> float | None:

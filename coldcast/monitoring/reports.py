@@ -22,7 +22,7 @@ from coldcast.core.predlog import SOURCE, prediction_column
 from coldcast.core.records import Record
 from coldcast.core.spec import DriftThresholds
 from coldcast.monitoring.columns import ALL, MISSING, ColumnPlan, has_values, label_column
-from coldcast.monitoring.metrics import AveragePrecision, FeatureGroupDrift, MonitoringStatus, finite
+from coldcast.monitoring.metrics import AveragePrecision, CheckValue, FeatureGroupDrift, MonitoringStatus, finite
 
 # Snapshot metadata keys: dashboards select snapshots by them.
 KIND, SEGMENT, TASK, WINDOW, MODEL = "kind", "segment", "task", "window", "model_version"
@@ -513,6 +513,52 @@ def _labelled(frame: pd.DataFrame, plan: ColumnPlan, task: str) -> pd.DataFrame:
     out = frame.loc[rows, [prediction_column(task), label_column(task), *segments]].reset_index(drop=True)
     out[label_column(task)] = out[label_column(task)].astype(int)
     return out
+
+
+# --------------------------------------------------------------------------------------------------- checks
+def check_values(segments: Sequence[SegmentReport], quality: Mapping[str, TaskQuality]) -> pd.DataFrame:
+    """The values of the checks Evidently does not compute, one row each (check, task, name, value, note):
+
+    `within` drift scores of the whole window (name `format|campaign_id`) and each task's calibration shift, on
+    its whole population (name "all") and per label segment (`genre=comedy`), wherever they were measured.
+    """
+    rows: list[tuple[str, str, str, float, str]] = []
+    for seg in segments:
+        if seg.segment != ALL:
+            continue
+        for c in seg.within:
+            if c.score is not None:
+                rows.append(("within", "", c.column, c.score, f"{c.method} {c.score:.4f}, drifts at {c.threshold:g}"))
+    for task, q in quality.items():
+        shift, z = q.calibration_shift, q.calibration_z
+        if shift is not None and z is not None:
+            predicted = q.rows * (q.mean_prediction or 0.0)
+            note = f"{q.positives} positives for {predicted:.0f} predicted, z {z:+.1f}"
+            rows.append(("calibration", task, ALL, shift, note))
+        for s in q.segments if q.note is None else []:
+            if s.shift is not None:
+                note = f"{s.positives} positives for {s.predicted:.0f} predicted, z {s.shift[1]:+.1f}"
+                rows.append(("calibration", task, s.segment, s.shift[0], note))
+    return pd.DataFrame(rows, columns=["check", "task", "name", "value", "note"])
+
+
+def checks_snapshot(
+    values: pd.DataFrame, *, timestamp: datetime | None = None, metadata: Mapping[str, str] | None = None
+) -> Snapshot | None:
+    """A snapshot of `check_values` (one CheckValue metric per row) for the dashboard, or None without values."""
+    if values.empty:
+        return None
+    metrics: list[Metric] = [
+        CheckValue(check=r.check, task=r.task, name=r.name) for r in values.itertuples(index=False)
+    ]
+    definition = DataDefinition(numerical_columns=["value"], categorical_columns=["check", "task", "name", "note"])
+    return Report(metrics).run(
+        EvidentlyDataset.from_pandas(values.reset_index(drop=True), data_definition=definition),
+        None,
+        timestamp=timestamp,
+        metadata={**(metadata or {}), KIND: "checks"},
+        tags=["checks"],
+    )
 
 
 # --------------------------------------------------------------------------------------------------- status

@@ -15,7 +15,7 @@ from coldcast.core.predlog import prediction_column
 from coldcast.core.spec import CategoricalFeature, Spec
 from coldcast.monitoring.check import DriftResult
 from coldcast.monitoring.columns import ALL, label_column
-from coldcast.monitoring.reports import KIND, SEGMENT, TASK
+from coldcast.monitoring.reports import KIND, SEGMENT, TASK, threshold_of, within_name
 
 
 def open_workspace(path: str | Path) -> Workspace:
@@ -27,10 +27,11 @@ def open_workspace(path: str | Path) -> Workspace:
     return Workspace(str(path))
 
 
-def segment_names(spec: Spec) -> list[str]:
-    """Every segment a window can report, in dashboard order: "all", then each value of each segment column."""
+def segment_names(spec: Spec, columns: Sequence[str] | None = None) -> list[str]:
+    """Every segment a window can report, in dashboard order: "all", then each value of each segment column
+    (drift.segments, or `columns`)."""
     out = [ALL]
-    for column in spec.drift.segments:
+    for column in spec.drift.segments if columns is None else columns:
         if column == "source":
             values: Sequence[object] = spec.source_names
         else:
@@ -46,7 +47,8 @@ def panel_titles(spec: Spec, tasks: Sequence[str]) -> list[str]:
 
 
 def dashboard_panels(spec: Spec, tasks: Sequence[str]) -> list[DashboardPanelPlot]:
-    """Panels over time: status, drift share overall and per feature group, and per task drift, score and quality.
+    """Panels over time: status, drift share overall and per feature group, drift within keys, and per task
+    prediction drift, score, quality and calibration per label segment.
 
     Drift shares have a series per segment; Evidently separates the series of one metric by its parameters
     (never by snapshot metadata alone), so the other panels plot the whole window ("all") only.
@@ -86,6 +88,26 @@ def dashboard_panels(spec: Spec, tasks: Sequence[str]) -> list[DashboardPanelPlo
         line_plot_panel(title=f"Feature drift share: {group} features", values=share(group), size="half")
         for group in groups
     ]
+    cfg = spec.drift
+    if cfg.within:
+        within = [within_name(column, key) for column, key in cfg.within.items()]
+        levels = ", ".join(f"{n} drifts at {threshold_of(cfg, ALL, n):g}" for n in within)
+        panels.append(
+            line_plot_panel(
+                title="Drift within keys",
+                description=f"{cfg.method} of each column within its key's values, the reference resampled to the "
+                f"window's mix of keys ({levels})",
+                values=[
+                    PanelMetric(
+                        legend=name,
+                        metric="CheckValue",
+                        metric_labels={"check": "within", "task": "", "name": name},
+                        metadata={KIND: "checks"},
+                    )
+                    for name in within
+                ],
+            )
+        )
     panels.append(
         line_plot_panel(
             title="Prediction drift per task",
@@ -143,6 +165,27 @@ def dashboard_panels(spec: Spec, tasks: Sequence[str]) -> list[DashboardPanelPlo
                 size="half",
             )
         )
+    if cfg.label_segments:
+        by = ", ".join(cfg.label_segments)
+        for task in tasks:
+            warn, alert = cfg.levels(task, "calibration")
+            panels.append(
+                line_plot_panel(
+                    title=f"{task}: calibration shift per {by}",
+                    description=f"log of (observed / predicted) over the same in the reference; |shift| WARNs at "
+                    f"{warn:g}, ALERTs at {alert:g}, if |z| >= {cfg.calibration_min_z:g}. Segments with fewer than "
+                    f"{cfg.min_segment_positives} positives have no point.",
+                    values=[
+                        PanelMetric(
+                            legend="all rows" if name == ALL else name,
+                            metric="CheckValue",
+                            metric_labels={"check": "calibration", "task": task, "name": name},
+                            metadata={KIND: "checks"},
+                        )
+                        for name in segment_names(spec, cfg.label_segments)
+                    ],
+                )
+            )
     return panels
 
 
