@@ -93,6 +93,8 @@ ROW_KINDS = {
     ),
     "null_id_feature": (None, lambda df, r: _set(df, "user_id", r, None), {"not_null:user_id"}),
     "null_numeric_feature": (None, lambda df, r: _set(df, "show_age_days", r, np.nan), {"not_null:show_age_days"}),
+    # GX sees list columns as 0.0 / NaN (ExpectationRunner.batch): a null list must still fail its check
+    "null_list_feature": (None, lambda df, r: _set(df, "recent_shows", r, None), {"not_null:recent_shows"}),
     "unknown_source": (None, lambda df, r: _set(df, "source", r, "email"), {"value_in_set:source"}),
     "bad_label_value": ("promotion", lambda df, r: _set(df, "stream", r, 0.5), {"label_value:stream"}),
     "label_where_unobserved": ("ad", lambda df, r: _set(df, "like", r, 1.0), {"label_unobserved:like"}),

@@ -313,6 +313,10 @@ class ExpectationRunner:
         )
         suite = context.suites.add(build_suite(spec))
         self.expectations = len(suite.expectations)
+        # the columns the suite reads, and the list columns it only checks for nulls (see `batch`)
+        read = {getattr(e, "column", None) for e in suite.expectations} - {None}
+        self.columns = list(dict.fromkeys([*required_columns(spec), *sorted(read)]))
+        self.lists = [f.name for f in spec.feature_list if isinstance(f.definition, MultiFeature)]
         self.context = context
         self.definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"{spec.name}-impressions", data=batch, suite=suite)
@@ -331,11 +335,25 @@ class ExpectationRunner:
         }
         with _analytics_off():
             return self.definition.run(
-                batch_parameters={"dataframe": df},
+                batch_parameters={"dataframe": self.batch(df)},
                 expectation_parameters=params,
                 result_format={"result_format": "COMPLETE"},
                 run_id=RunIdentifier(run_name=name),
             )
+
+    def batch(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The frame GX validates: the columns the suite reads (same index), each list column as 0.0 / NaN.
+
+        The suite checks list columns for nulls only (their types, lengths and values are checked in pandas),
+        and lists cost GX dearly: its batch fingerprint cannot hash them and pickles the whole frame instead,
+        and each expectation copies the frame it filters. Columns the suite never reads (`true_*`, extras) are
+        left out for the same reason; results and row positions are unchanged.
+        """
+        view = df[[c for c in self.columns if c in df.columns]].copy(deep=False)
+        for name in self.lists:
+            if name in view:
+                view[name] = np.where(view[name].isna().to_numpy(), np.nan, 0.0)
+        return view
 
     def build_docs(self, folder: Path) -> Path:
         """Render Data Docs for every batch run so far into `folder` (the HTML loads its styles from CDNs)."""
@@ -447,7 +465,8 @@ def _row_checks(df: pd.DataFrame, spec: Spec, seen_ids: set[str] | None) -> list
     # GX's uniqueness expectation flags every copy, the first one too; only later copies are bad rows
     dup = ids.duplicated(keep="first") & ids.notna()
     if seen_ids:
-        dup |= ids.isin(seen_ids)
+        # a lookup per row: Series.isin would copy the whole set (every earlier shard's ids) into an array
+        dup |= np.fromiter(map(seen_ids.__contains__, ids.to_numpy()), dtype=bool, count=len(ids))
     add("unique_id", "impression_id", np.flatnonzero(dup.to_numpy()), "id seen on an earlier row")
     day = df["timestamp"].dt.tz_convert("UTC").dt.floor("D")
     stated = pd.to_datetime(df["date"], format="%Y-%m-%d", errors="coerce", utc=True)
