@@ -353,7 +353,9 @@ class ExpectationRunner:
         for name in self.lists:
             if name in view:
                 view[name] = np.where(view[name].isna().to_numpy(), np.nan, 0.0)
-        return view
+        # one deep copy merges the frame's blocks by dtype; otherwise each of GX's filtered copies merges them
+        # again (1.9 against 3.2 s per default-density shard)
+        return view.copy()
 
     def build_docs(self, folder: Path) -> Path:
         """Render Data Docs for every batch run so far into `folder` (the HTML loads its styles from CDNs)."""
