@@ -131,7 +131,7 @@ def browse(chromium: Path, profile: Path, url: str, *extra: str) -> subprocess.C
         "--disable-sync",
         f"--user-data-dir={profile}",
         "--virtual-time-budget=30000",  # let the app fetch its panels' series and draw them
-        "--window-size=1400,6800",
+        "--window-size=1400,8400",
     ]
     return subprocess.run([str(chromium), *flags, *extra, url], capture_output=True, text=True, timeout=180)
 
