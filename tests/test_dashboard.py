@@ -160,10 +160,9 @@ def test_dashboard_renders_every_panel_in_a_real_browser(chromium, ui, workspace
         body = {"series_filter": [query | {"metric_labels": labels}]}
         found = requests.post(f"{ui}/api/v2/snapshots/{project.id}/data_series_batch", json=body, timeout=30)
         assert found.status_code in (200, 201), found.text[:2000]
-        dates = [source["timestamp"][:10] for source in found.json()["sources"]]
-        return [
-            {d: v for d, v in zip(dates, s["values"], strict=False) if v is not None} for s in found.json()["series"]
-        ]
+        response = found.json()
+        dates = [source["timestamp"][:10] for source in response["sources"]]
+        return [{d: v for d, v in zip(dates, s["values"], strict=False) if v is not None} for s in response["series"]]
 
     (within,) = points({"check": "within", "task": "", "name": "format|campaign_id"})
     assert list(within) == days and all(v >= 0 for v in within.values())

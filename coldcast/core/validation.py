@@ -349,13 +349,15 @@ class ExpectationRunner:
         and each expectation copies the frame it filters. Columns the suite never reads (`true_*`, extras) are
         left out for the same reason; results and row positions are unchanged.
         """
-        view = df[[c for c in self.columns if c in df.columns]].copy(deep=False)
-        for name in self.lists:
-            if name in view:
-                view[name] = np.where(view[name].isna().to_numpy(), np.nan, 0.0)
-        # one deep copy merges the frame's blocks by dtype; otherwise each of GX's filtered copies merges them
-        # again (1.9 against 3.2 s per default-density shard)
-        return view.copy()
+        lists = set(self.lists)
+        columns = {
+            c: np.where(df[c].isna().to_numpy(), np.nan, 0.0) if c in lists else df[c]
+            for c in self.columns
+            if c in df.columns
+        }
+        # built in one go, the frame's blocks are merged by dtype once; a frame with columns replaced in place
+        # has them merged again by each of GX's filtered copies (3.2 against 1.8 s per default-density shard)
+        return pd.DataFrame(columns, index=df.index)
 
     def build_docs(self, folder: Path) -> Path:
         """Render Data Docs for every batch run so far into `folder` (the HTML loads its styles from CDNs)."""

@@ -523,12 +523,9 @@ def check_values(segments: Sequence[SegmentReport], quality: Mapping[str, TaskQu
     its whole population (name "all") and per label segment (`genre=comedy`), wherever they were measured.
     """
     rows: list[tuple[str, str, str, float, str]] = []
-    for seg in segments:
-        if seg.segment != ALL:
-            continue
-        for c in seg.within:
-            if c.score is not None:
-                rows.append(("within", "", c.column, c.score, f"{c.method} {c.score:.4f}, drifts at {c.threshold:g}"))
+    for c in next((seg.within for seg in segments if seg.segment == ALL), []):
+        if c.score is not None:
+            rows.append(("within", "", c.column, c.score, f"{c.method} {c.score:.4f}, drifts at {c.threshold:g}"))
     for task, q in quality.items():
         shift, z = q.calibration_shift, q.calibration_z
         if shift is not None and z is not None:
