@@ -6,7 +6,9 @@ request when the last one returns), the script measures
                 over HTTP with aiohttp from this process;
   * in-process: the same JSON bodies through coldcast.serving.scorer.Scorer in this process (validation,
                 batching, scoring, logging, response JSON: everything but HTTP and BentoML), the limit;
-  * model:      one bare SavedModel call on the request's rows, the floor.
+  * floor:      with --floor, benchmarks/floor_service.py: the same endpoints, request models and service
+                settings answering a canned response of the same size without a model (HTTP + BentoML alone);
+  * model:      one bare SavedModel call on the request's rows.
 Overhead = server p50 / in-process p50 (latency) and in-process / server throughput. Every variant is up for the
 whole run and the cells interleave (per endpoint and concurrency: each variant in turn, the order rotating by
 one each sweep), over `--repeats` sweeps whose medians are printed, so background load on a shared machine hits
@@ -267,6 +269,27 @@ class Server:
         self.server.stop()
 
 
+class Floor(Server):
+    """The floor of HTTP + BentoML: benchmarks/floor_service.py, coldcast's endpoints answering without a model."""
+
+    name = "floor (no model)"
+
+    def __init__(self, model_dir: Path) -> None:
+        from coldcast.serving.server import _launch, resolve_model
+
+        here = Path(__file__).resolve().parent
+        tag = resolve_model(model_dir)
+        path = os.pathsep.join(p for p in (str(here), os.environ.get("PYTHONPATH", "")) if p)
+        self.server = _launch(
+            "floor_service:Floor", {"model": tag}, tag, host="127.0.0.1", port=None, timeout=600, output=None,
+            env={"PYTHONPATH": path},
+        )  # fmt: skip
+        self.pids = server_pids(self.server.pid)
+
+    def batching(self) -> dict:
+        return {}  # no model, no batches
+
+
 def median_of(runs: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
@@ -288,6 +311,12 @@ def main() -> None:
         "serving.model_threads, 0 = cores / workers; serving.batching.max_wait_ms, default: the spec's; then any "
         "serving.* overrides, e.g. 2:0+serving.access_log=true). The default spec is 2:0.",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="Also serve benchmarks/floor_service.py: the same endpoints, request models and service settings "
+        "(default spec) answering a canned response without a model, the floor of HTTP + BentoML.",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         work = Path(tmp)
@@ -303,6 +332,8 @@ def main() -> None:
         try:
             for variant in args.servers:
                 variants.append(Server(model_dir, work / f"log-{len(variants)}", variant))
+            if args.floor:
+                variants.append(Floor(model_dir))
             variants.insert(0, InProcess(model_dir, work / "log-inproc"))
             # as each server worker does after loading (coldcast.serving.scorer.freeze_heap): this process holds
             # TensorFlow too, and a full collection over its objects would stall the in-process variant and the

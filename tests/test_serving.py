@@ -2,12 +2,15 @@
 the field (and keeps serving), ranks by objectives, logs predictions that read back; the bento builds and serves."""
 
 import asyncio
+import http.client
 import json
 import math
 import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -25,6 +28,7 @@ from coldcast.serving.batching import Batcher
 from coldcast.serving.schema import RequestSchemas
 
 TOL = 1e-6
+RECYCLE = 3  # the served fixture closes keep-alive connections after this many requests (every test crosses it)
 
 
 # --------------------------------------------------------------------------------------------------- fixtures
@@ -46,7 +50,8 @@ def served(small_model, bentoml_home, tmp_path_factory):
 
     spec, model_dir = small_model
     log_dir = tmp_path_factory.mktemp("predlog")
-    server = start_server(model_dir, log_dir=log_dir, overrides=["serving.log.max_seconds=0.5"], timeout=300)
+    overrides = ["serving.log.max_seconds=0.5", f"serving.max_requests_per_connection={RECYCLE}"]
+    server = start_server(model_dir, log_dir=log_dir, overrides=overrides, timeout=300)
     try:
         yield server, spec, model_dir, log_dir
     finally:
@@ -256,6 +261,56 @@ def test_health_readiness_and_metadata(served, small_model):
     assert meta["processes"]["model_threads"] == max(1, (os.cpu_count() or 1) // 2)
     worker_pids = {p.pid for p in psutil.Process(server.pid).children(recursive=True)}
     assert meta["processes"]["pid"] in worker_pids
+
+
+def test_keep_alive_connections_close_after_the_configured_requests(served):
+    """serving.max_requests_per_connection: the response that reaches it says `Connection: close` and the server
+    closes the connection (a count left by an earlier connection on the same client port can make it come
+    sooner, never later); a new connection is served."""
+    server, *_ = served
+    url = urlsplit(server.url)
+    for _ in range(2):
+        with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+            headers = []
+            for _ in range(RECYCLE):
+                sock.sendall(b"GET /livez HTTP/1.1\r\nHost: coldcast\r\n\r\n")
+                response = http.client.HTTPResponse(sock)
+                response.begin()
+                response.read()
+                assert response.status == 200
+                headers.append(response.getheader("connection"))
+                if headers[-1] == "close":
+                    break
+            assert headers[-1] == "close" and set(headers[:-1]) <= {None}, headers
+            assert sock.recv(1) == b""  # the server's end is closed
+
+
+def test_connection_recycling_counts_requests_per_connection():
+    """The middleware itself, exactly: every n-th request of one client connection closes it, others are not
+    touched, and 0 switches it off."""
+    from coldcast.serving.service import RecycleConnections
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"connection", b"keep-alive")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def closes(middleware, peer):
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(middleware({"type": "http", "client": peer}, None, send))
+        values = [v for k, v in sent[0]["headers"] if k == b"connection"]
+        assert len(values) == 1  # never two Connection headers
+        return values == [b"close"]
+
+    every3 = RecycleConnections(app, every=3)
+    a, b = ("127.0.0.1", 50001), ("127.0.0.1", 50002)
+    assert [closes(every3, a) for _ in range(7)] == [False, False, True, False, False, True, False]
+    assert [closes(every3, b) for _ in range(3)] == [False, False, True]
+    assert not closes(every3, None)  # no client address (e.g. a Unix socket): nothing to count
+    assert not any(closes(RecycleConnections(app, every=0), a) for _ in range(5))
 
 
 def test_prediction_logs_are_written_and_read_back(served, rows):

@@ -607,6 +607,14 @@ class ServingConfig(_Frozen):
         "beyond noise at 250 requests/s (BENCHMARKS.md); the prediction log and /metrics record requests too.",
     )
     metrics: bool = Field(default=True, description="BentoML's Prometheus metrics at /metrics.")
+    max_requests_per_connection: int = Field(
+        default=100,
+        ge=0,
+        description="Close a keep-alive connection after this many requests (0: never), as nginx's "
+        "keepalive_requests does. BentoML's workers accept from one shared socket and the first awake takes every "
+        "pending connection, so a client's pool can land on one worker; a closed connection reopens on whichever "
+        "worker accepts first, usually the idle one (BENCHMARKS.md).",
+    )
     batching: ServingBatching = ServingBatching()
     log: ServingLog = ServingLog()
 

@@ -50,6 +50,45 @@ class JsonOnly:
         await self.app(scope, receive, send)
 
 
+class RecycleConnections:
+    """ASGI middleware: close each keep-alive connection after `every` requests (0: never), as nginx's
+    keepalive_requests does.
+
+    BentoML's workers accept connections from one shared listening socket, and the first to wake accepts every
+    pending one (BentoML issue #5426), so the pool of a client that opens its connections at once can sit on a
+    single worker while the others idle. A connection closed with `Connection: close` is reopened by the client
+    and accepted by whichever worker gets to it first, usually one that is idle, so the load spreads by itself.
+    """
+
+    MAX_TRACKED = 10_000  # connections the client closed itself leave their counts behind; forget them in bulk
+
+    def __init__(self, app: Any, every: int) -> None:
+        self.app, self.every = app, every
+        self.counts: dict[Any, int] = {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        peer = scope.get("client") if scope["type"] == "http" else None
+        if not self.every or peer is None:
+            await self.app(scope, receive, send)
+            return
+        key = tuple(peer)  # (host, port): one TCP connection at a time
+        n = self.counts.pop(key, 0) + 1
+        if n < self.every:
+            if len(self.counts) >= self.MAX_TRACKED:
+                self.counts.clear()
+            self.counts[key] = n
+            await self.app(scope, receive, send)
+            return
+
+        async def closing(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, closing)
+
+
 def json_response(payload: dict[str, Any]) -> Response:
     """The scorer's payload as JSON (shaped as the route's declared output model, which documents it).
 
@@ -143,6 +182,7 @@ def make_service(args: ServeArgs) -> bentoml.Service[Any]:
             self.scorer.close()
 
     Coldcast.add_asgi_middleware(JsonOnly)
+    Coldcast.add_asgi_middleware(RecycleConnections, every=spec.serving.max_requests_per_connection)
     return Coldcast
 
 

@@ -1,0 +1,77 @@
+"""Benchmark only: coldcast's BentoML endpoints with no model behind them, the floor of HTTP + BentoML.
+
+`bench_serving.py --floor` serves this next to the real service: the same stored model's request models (so
+BentoML parses and validates the same bodies), the same service settings (workers, timeout, access log,
+metrics, the JSON-only and connection-recycling middlewares), and a response of the same shape and size as the
+scorer's. What it does not do is everything coldcast does per request: feature arrays, batching, the model
+call, prediction logging and building the response. Its latency at a given concurrency is what any model served
+this way would pay first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import pydantic_core
+from _bentoml_sdk.io_models import IODescriptor
+from starlette.responses import Response
+
+from coldcast.serving.schema import RequestSchemas
+from coldcast.serving.service import JsonOnly, RecycleConnections, ServeArgs
+from coldcast.serving.store import METADATA_FILE, latest_model, serving_spec, stored_model
+
+
+def make_floor(args: ServeArgs) -> bentoml.Service[Any]:
+    """The floor service for one stored model (its spec's request models and serving settings)."""
+    stored = stored_model(args.model) if args.model else latest_model()
+    tag = str(stored.tag)
+    spec = serving_spec(Path(stored.path), args.overrides)
+    metadata = json.loads((Path(stored.path) / METADATA_FILE).read_text())
+    tasks = list(metadata["tasks"])
+    schemas = RequestSchemas(spec, tasks, metadata["features"], base=IODescriptor)
+    predictions = dict.fromkeys(tasks, 0.5)
+    canned: dict[tuple[str, int], bytes] = {}
+
+    def body(endpoint: str, n: int) -> bytes:
+        """A response shaped like the scorer's for n rows or candidates, built once per size."""
+        if (endpoint, n) not in canned:
+            head = {"request_id": "0" * 32, "model_version": tag}
+            if endpoint == "score":
+                payload = {**head, "tasks": tasks, "predictions": [predictions] * n}
+            else:
+                ranking = [
+                    {"rank": i + 1, "index": i, "candidate_id": f"c{i:08d}", "score": 0.5, "predictions": predictions}
+                    for i in range(n)
+                ]
+                objective = {"name": "ad_stream", "weights": {"ad_stream": 1.0}, "per_cost": False}
+                payload = {**head, "objective": objective, "ranking": ranking}
+            canned[(endpoint, n)] = pydantic_core.to_json(payload)
+        return canned[(endpoint, n)]
+
+    @bentoml.service(
+        name="coldcast-floor",
+        workers=args.workers or spec.serving.workers,
+        traffic={"timeout": spec.serving.timeout_s},
+        logging={"access": {"enabled": spec.serving.access_log}},
+        metrics={"enabled": spec.serving.metrics},
+    )
+    class Floor:
+        """coldcast's /score and /rank request handling in BentoML, answering without a model."""
+
+        @bentoml.api(route="/score", input_spec=schemas.ScoreRequest, output_spec=schemas.ScoreResponse)
+        async def score(self, ctx: bentoml.Context, **fields: Any) -> Any:
+            return Response(body("score", len(fields["rows"])), media_type="application/json")
+
+        @bentoml.api(route="/rank", input_spec=schemas.RankRequest, output_spec=schemas.RankResponse)
+        async def rank(self, ctx: bentoml.Context, **fields: Any) -> Any:
+            return Response(body("rank", len(fields["candidates"])), media_type="application/json")
+
+    Floor.add_asgi_middleware(JsonOnly)
+    Floor.add_asgi_middleware(RecycleConnections, every=spec.serving.max_requests_per_connection)
+    return Floor
+
+
+Floor = make_floor(bentoml.use_arguments(ServeArgs))
