@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import tempfile
-import urllib.request
 from pathlib import Path
 
 # run as a script, benchmarks/ is on sys.path: the serving benchmark's client and helpers are shared
@@ -28,19 +26,8 @@ from bench_serving import (
     server_pids,
     summary,
     train_model,
+    worker_batching,
 )
-
-
-def requests_per_worker(url: str, workers: int) -> list[int]:
-    """Each worker's request count, from /metadata, asked on new connections until every worker answered."""
-    seen: dict[int, int] = {}
-    for _ in range(50):
-        with urllib.request.urlopen(url + "/metadata") as resp:
-            meta = json.loads(resp.read())
-        seen[meta["processes"]["pid"]] = meta["batching"]["requests"]
-        if len(seen) == workers:
-            break
-    return sorted(seen.values(), reverse=True)
 
 
 def run_once(model_dir: Path, work: Path, value: int, bodies: list[bytes], args: argparse.Namespace) -> dict:
@@ -70,7 +57,7 @@ def run_once(model_dir: Path, work: Path, value: int, bodies: list[bytes], args:
         lat, errors, secs = asyncio.run(drive())
         r = summary(lat, secs, args.candidates, errors)
         r["server_cpu"] = (cpu_seconds(pids) - before) / (secs + args.warmup)
-        r["per_worker"] = requests_per_worker(server.url, len(pids) - 1)
+        r["per_worker"] = sorted((b["requests"] for b in worker_batching(server.url).values()), reverse=True)
         return r
     finally:
         server.stop()

@@ -159,6 +159,21 @@ def server_pids(pid: int) -> list[int]:
         return []
 
 
+def worker_batching(url: str) -> dict:
+    """Each worker's batching counters, by PID: a new connection per try, until every worker has answered
+    (the workers accept connections from one shared socket, so which one answers is up to the kernel)."""
+    import urllib.request
+
+    seen: dict = {}
+    for _ in range(50):
+        with urllib.request.urlopen(url + "/metadata") as resp:
+            meta = json.loads(resp.read())
+        seen[meta["processes"]["pid"]] = meta["batching"]
+        if len(seen) == meta["processes"]["workers"]:
+            break
+    return seen
+
+
 class InProcess:
     """The limit: the scorer in this process, on the same JSON bodies, with everything but HTTP and BentoML."""
 
@@ -252,18 +267,7 @@ class Server:
         return r
 
     def batching(self) -> dict:
-        """Each worker's batching counters, by PID: a new connection per try, until every worker has answered
-        (the workers accept connections from one shared socket, so which one answers is up to the kernel)."""
-        import urllib.request
-
-        seen: dict = {}
-        for _ in range(50):
-            with urllib.request.urlopen(self.server.url + "/metadata") as resp:
-                meta = json.loads(resp.read())
-            seen[meta["processes"]["pid"]] = meta["batching"]
-            if len(seen) == meta["processes"]["workers"]:
-                break
-        return seen
+        return worker_batching(self.server.url)
 
     def close(self) -> None:
         self.server.stop()
