@@ -12,55 +12,24 @@ cells do not start from the idle, freshly started workers this measures.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
 import tempfile
 from pathlib import Path
 
 # run as a script, benchmarks/ is on sys.path: the serving benchmark's client and helpers are shared
-from bench_serving import (
-    closed_loop,
-    cpu_seconds,
-    request_bodies,
-    server_pids,
-    summary,
-    train_model,
-    worker_batching,
-)
+from bench_serving import Server, request_bodies, train_model
 
 
 def run_once(model_dir: Path, work: Path, value: int, bodies: list[bytes], args: argparse.Namespace) -> dict:
-    import aiohttp
-
-    from coldcast.serving.server import start_server
-
-    overrides = [f"serving.max_requests_per_connection={value}"]
-    server = start_server(model_dir, log_dir=work / f"log-{value}", timeout=600, overrides=overrides)
+    """One fresh server with this recycling setting, driven once; its figures and requests per worker."""
+    server = Server(model_dir, work / f"log-{value}", f"{args.workers}:0+serving.max_requests_per_connection={value}")
     try:
-        pids = server_pids(server.pid)
-        url = server.url + "/rank"
-        headers = {"content-type": "application/json"}
-
-        async def drive() -> tuple:
-            connector = aiohttp.TCPConnector(limit=args.concurrency)
-            async with aiohttp.ClientSession(connector=connector) as session:
-
-                async def call(body: bytes) -> bool:
-                    async with session.post(url, data=body, headers=headers) as resp:
-                        await resp.read()
-                        return resp.status == 200
-
-                return await closed_loop(call, bodies, args.concurrency, args.duration, args.warmup)
-
-        before = cpu_seconds(pids)
-        lat, errors, secs = asyncio.run(drive())
-        r = summary(lat, secs, args.candidates, errors)
-        r["server_cpu"] = (cpu_seconds(pids) - before) / (secs + args.warmup)
-        r["per_worker"] = sorted((b["requests"] for b in worker_batching(server.url).values()), reverse=True)
+        r = server.cell("rank", bodies, args.candidates, args.concurrency, args)
+        r["per_worker"] = sorted((b["requests"] for b in server.batching().values()), reverse=True)
         return r
     finally:
-        server.stop()
+        server.close()
 
 
 def main() -> None:
@@ -68,6 +37,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="A model directory (default: train a default-size one here).")
     parser.add_argument("--values", type=int, nargs="+", default=[100, 0], help="max_requests_per_connection")
     parser.add_argument("--pairs", type=int, default=5, help="Runs per value, alternating.")
+    parser.add_argument("--workers", type=int, default=2, help="serving.workers (the spec's default: 2).")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--duration", type=float, default=8.0, help="Measured seconds per run.")

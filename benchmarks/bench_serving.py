@@ -159,21 +159,6 @@ def server_pids(pid: int) -> list[int]:
         return []
 
 
-def worker_batching(url: str) -> dict:
-    """Each worker's batching counters, by PID: a new connection per try, until every worker has answered
-    (the workers accept connections from one shared socket, so which one answers is up to the kernel)."""
-    import urllib.request
-
-    seen: dict = {}
-    for _ in range(50):
-        with urllib.request.urlopen(url + "/metadata") as resp:
-            meta = json.loads(resp.read())
-        seen[meta["processes"]["pid"]] = meta["batching"]
-        if len(seen) == meta["processes"]["workers"]:
-            break
-    return seen
-
-
 class InProcess:
     """The limit: the scorer in this process, on the same JSON bodies, with everything but HTTP and BentoML."""
 
@@ -267,7 +252,18 @@ class Server:
         return r
 
     def batching(self) -> dict:
-        return worker_batching(self.server.url)
+        """Each worker's batching counters, by PID: a new connection per try, until every worker has answered
+        (the workers accept connections from one shared socket, so which one answers is up to the kernel)."""
+        import urllib.request
+
+        seen: dict = {}
+        for _ in range(50):
+            with urllib.request.urlopen(self.server.url + "/metadata") as resp:
+                meta = json.loads(resp.read())
+            seen[meta["processes"]["pid"]] = meta["batching"]
+            if len(seen) == meta["processes"]["workers"]:
+                break
+        return seen
 
     def close(self) -> None:
         self.server.stop()
@@ -279,15 +275,12 @@ class Floor(Server):
     name = "floor (no model)"
 
     def __init__(self, model_dir: Path) -> None:
-        from coldcast.serving.server import _launch, resolve_model
+        from coldcast.serving.server import start_server
 
-        here = Path(__file__).resolve().parent
-        tag = resolve_model(model_dir)
-        path = os.pathsep.join(p for p in (str(here), os.environ.get("PYTHONPATH", "")) if p)
-        self.server = _launch(
-            "floor_service:Floor", {"model": tag}, tag, host="127.0.0.1", port=None, timeout=600, output=None,
-            env={"PYTHONPATH": path},
-        )  # fmt: skip
+        # bentoml serve imports the service by module name: benchmarks/ is not a package
+        here = str(Path(__file__).resolve().parent)
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+        self.server = start_server(model_dir, timeout=600, service="floor_service:Floor")
         self.pids = server_pids(self.server.pid)
 
     def batching(self) -> dict:

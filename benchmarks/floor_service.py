@@ -10,28 +10,19 @@ this way would pay first.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import bentoml
 import pydantic_core
-from _bentoml_sdk.io_models import IODescriptor
 from starlette.responses import Response
 
-from coldcast.serving.schema import RequestSchemas
-from coldcast.serving.service import JsonOnly, RecycleConnections, ServeArgs
-from coldcast.serving.store import METADATA_FILE, latest_model, serving_spec, stored_model
+from coldcast.serving.service import ServeArgs, ServedModel
 
 
 def make_floor(args: ServeArgs) -> bentoml.Service[Any]:
-    """The floor service for one stored model (its spec's request models and serving settings)."""
-    stored = stored_model(args.model) if args.model else latest_model()
-    tag = str(stored.tag)
-    spec = serving_spec(Path(stored.path), args.overrides)
-    metadata = json.loads((Path(stored.path) / METADATA_FILE).read_text())
-    tasks = list(metadata["tasks"])
-    schemas = RequestSchemas(spec, tasks, metadata["features"], base=IODescriptor)
+    """The floor service for one stored model (its spec's request models, serving settings and middlewares)."""
+    served = ServedModel.resolve(args)
+    tag, schemas, tasks = served.tag, served.schemas, served.schemas.tasks
     predictions = dict.fromkeys(tasks, 0.5)
     canned: dict[tuple[str, int], bytes] = {}
 
@@ -51,13 +42,7 @@ def make_floor(args: ServeArgs) -> bentoml.Service[Any]:
             canned[(endpoint, n)] = pydantic_core.to_json(payload)
         return canned[(endpoint, n)]
 
-    @bentoml.service(
-        name="coldcast-floor",
-        workers=args.workers or spec.serving.workers,
-        traffic={"timeout": spec.serving.timeout_s},
-        logging={"access": {"enabled": spec.serving.access_log}},
-        metrics={"enabled": spec.serving.metrics},
-    )
+    @bentoml.service(name="coldcast-floor", **served.settings())
     class Floor:
         """coldcast's /score and /rank request handling in BentoML, answering without a model."""
 
@@ -69,8 +54,7 @@ def make_floor(args: ServeArgs) -> bentoml.Service[Any]:
         async def rank(self, ctx: bentoml.Context, **fields: Any) -> Any:
             return Response(body("rank", len(fields["candidates"])), media_type="application/json")
 
-    Floor.add_asgi_middleware(JsonOnly)
-    Floor.add_asgi_middleware(RecycleConnections, every=spec.serving.max_requests_per_connection)
+    served.add_middlewares(Floor)
     return Floor
 
 

@@ -316,7 +316,7 @@ class ExpectationRunner:
         # the columns the suite reads, and the list columns it only checks for nulls (see `batch`)
         read = {getattr(e, "column", None) for e in suite.expectations} - {None}
         self.columns = list(dict.fromkeys([*required_columns(spec), *sorted(read)]))
-        self.lists = [f.name for f in spec.feature_list if isinstance(f.definition, MultiFeature)]
+        self.lists = frozenset(f.name for f in spec.feature_list if isinstance(f.definition, MultiFeature))
         self.context = context
         self.definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"{spec.name}-impressions", data=batch, suite=suite)
@@ -349,9 +349,8 @@ class ExpectationRunner:
         and each expectation copies the frame it filters. Columns the suite never reads (`true_*`, extras) are
         left out for the same reason; results and row positions are unchanged.
         """
-        lists = set(self.lists)
         columns = {
-            c: np.where(df[c].isna().to_numpy(), np.nan, 0.0) if c in lists else df[c]
+            c: np.where(df[c].isna().to_numpy(), np.nan, 0.0) if c in self.lists else df[c]
             for c in self.columns
             if c in df.columns
         }

@@ -97,15 +97,7 @@ def dashboard_panels(spec: Spec, tasks: Sequence[str]) -> list[DashboardPanelPlo
                 title="Drift within keys",
                 description=f"{cfg.method} of each column within its key's values, the reference resampled to the "
                 f"window's mix of keys ({levels})",
-                values=[
-                    PanelMetric(
-                        legend=name,
-                        metric="CheckValue",
-                        metric_labels={"check": "within", "task": "", "name": name},
-                        metadata={KIND: "checks"},
-                    )
-                    for name in within
-                ],
+                values=[_check_value(name, "within", "", name) for name in within],
             )
         )
     panels.append(
@@ -176,17 +168,18 @@ def dashboard_panels(spec: Spec, tasks: Sequence[str]) -> list[DashboardPanelPlo
                     f"{warn:g}, ALERTs at {alert:g}, if |z| >= {cfg.calibration_min_z:g}. Segments with fewer than "
                     f"{cfg.min_segment_positives} positives have no point.",
                     values=[
-                        PanelMetric(
-                            legend="all rows" if name == ALL else name,
-                            metric="CheckValue",
-                            metric_labels={"check": "calibration", "task": task, "name": name},
-                            metadata={KIND: "checks"},
-                        )
+                        _check_value("all rows" if name == ALL else name, "calibration", task, name)
                         for name in segment_names(spec, cfg.label_segments)
                     ],
                 )
             )
     return panels
+
+
+def _check_value(legend: str, check: str, task: str, name: str) -> PanelMetric:
+    """A series of one CheckValue (coldcast's own check values, in the windows' `checks` snapshots)."""
+    labels = {"check": check, "task": task, "name": name}
+    return PanelMetric(legend=legend, metric="CheckValue", metric_labels=labels, metadata={KIND: "checks"})
 
 
 def project_for(ws: Workspace, name: str, spec: Spec, tasks: Sequence[str], *, description: str = "") -> Project:

@@ -94,6 +94,7 @@ def start_server(
     timeout: float = 120.0,
     overrides: Sequence[str] = (),
     output: Path | None = None,
+    service: str = SERVICE,
 ) -> RunningServer:
     """Serve `model` (a model directory, imported into the store first, or a store tag) over HTTP.
 
@@ -102,7 +103,8 @@ def start_server(
     `serving.*` spec settings (e.g. "serving.max_request_rows=5000"); the server's own output goes to `output`
     (default: a temporary file, removed on stop). If the server exits or is not ready within `timeout`
     seconds it is stopped and a ServingError carries the end of its output. `workers` defaults to the spec's
-    `serving.workers`.
+    `serving.workers`. `service` is the `module:attribute` that `bentoml serve` runs, coldcast's service unless a
+    variant taking the same bento arguments is given (the serving benchmark's floor).
     """
     if workers is not None and workers < 1:
         raise ServingError(f"workers must be at least 1, got {workers}")
@@ -120,7 +122,7 @@ def start_server(
         args["workers"] = int(workers)
     # the log folder comes from the arguments only (an inherited $COLDCAST_LOG_DIR must not switch logging on)
     env = {LOG_DIR_ENV: ""}
-    return _launch(SERVICE, args, tag, host=host, port=port, timeout=timeout, output=output, env=env)
+    return _launch(service, args, tag, host=host, port=port, timeout=timeout, output=output, env=env)
 
 
 def serve_bento(

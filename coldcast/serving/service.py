@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from coldcast.core.spec import Spec
 from coldcast.serving.schema import RequestSchemas, request_id
 from coldcast.serving.store import LOG_DIR_ENV, METADATA_FILE, latest_model, serving_spec, stored_model
 
@@ -111,16 +113,47 @@ def model_threads(setting: int, workers: int) -> int:
     return setting or max(1, (os.cpu_count() or 1) // workers)
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """What a service over one stored model needs before any worker loads it: its tag, spec and request models,
+    and the BentoML settings and middlewares the spec gives it (benchmarks/floor_service.py shares them)."""
+
+    tag: str
+    spec: Spec
+    schemas: RequestSchemas
+    workers: int
+
+    @classmethod
+    def resolve(cls, args: ServeArgs) -> ServedModel:
+        """The model the bento arguments name (the newest coldcast model if none), its spec with the overrides."""
+        stored = stored_model(args.model) if args.model else latest_model()
+        path = Path(stored.path)
+        spec = serving_spec(path, args.overrides)
+        metadata = json.loads((path / METADATA_FILE).read_text())
+        schemas = RequestSchemas(spec, metadata["tasks"], metadata["features"], base=IODescriptor)
+        return cls(str(stored.tag), spec, schemas, args.workers or spec.serving.workers)
+
+    def settings(self) -> dict[str, Any]:
+        """`@bentoml.service` keyword arguments from the spec: workers, timeout, access log, metrics."""
+        cfg = self.spec.serving
+        return {
+            "workers": self.workers,
+            "traffic": {"timeout": cfg.timeout_s},
+            "logging": {"access": {"enabled": cfg.access_log}},
+            "metrics": {"enabled": cfg.metrics},
+        }
+
+    def add_middlewares(self, service: bentoml.Service[Any]) -> None:
+        """JSON-only bodies on the API routes, and keep-alive connections recycled as the spec says."""
+        service.add_asgi_middleware(JsonOnly)
+        service.add_asgi_middleware(RecycleConnections, every=self.spec.serving.max_requests_per_connection)
+
+
 def make_service(args: ServeArgs) -> bentoml.Service[Any]:
     """The service class for one stored model: request models from its spec, the model loaded per worker."""
-    stored = stored_model(args.model) if args.model else latest_model()
-    tag = str(stored.tag)
-    model_path = Path(stored.path)
-    spec = serving_spec(model_path, args.overrides)
-    metadata = json.loads((model_path / METADATA_FILE).read_text())
-    schemas = RequestSchemas(spec, metadata["tasks"], metadata["features"], base=IODescriptor)
+    served = ServedModel.resolve(args)
+    tag, spec, schemas, workers = served.tag, served.spec, served.schemas, served.workers
     log_dir = args.log_dir or os.environ.get(LOG_DIR_ENV) or None
-    workers = args.workers or spec.serving.workers
     threads = model_threads(spec.serving.model_threads, workers)
 
     async def describe(_: Request) -> JSONResponse:
@@ -129,14 +162,7 @@ def make_service(args: ServeArgs) -> bentoml.Service[Any]:
 
     metadata_app = Starlette(routes=[Route("/metadata", describe, methods=["GET"])])
 
-    @bentoml.service(
-        name=SERVICE_NAME,
-        workers=workers,
-        traffic={"timeout": spec.serving.timeout_s},
-        logging={"access": {"enabled": spec.serving.access_log}},
-        metrics={"enabled": spec.serving.metrics},
-        labels={"project": "coldcast", "model": tag},
-    )
+    @bentoml.service(name=SERVICE_NAME, labels={"project": "coldcast", "model": tag}, **served.settings())
     @bentoml.asgi_app(metadata_app, path="/")
     class Coldcast:
         """Per-objective scores and candidate ranking with one multi-task model."""
@@ -181,8 +207,7 @@ def make_service(args: ServeArgs) -> bentoml.Service[Any]:
         def shutdown(self) -> None:
             self.scorer.close()
 
-    Coldcast.add_asgi_middleware(JsonOnly)
-    Coldcast.add_asgi_middleware(RecycleConnections, every=spec.serving.max_requests_per_connection)
+    served.add_middlewares(Coldcast)
     return Coldcast
 
 
