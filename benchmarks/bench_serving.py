@@ -215,11 +215,14 @@ class Server:
         from coldcast.serving.server import start_server
 
         shape, *sets = variant.split("+")
+        if "nolog" in sets:  # the same server without prediction logging
+            sets.remove("nolog")
+            log_dir = None
         parts = shape.split(":")
         workers, threads = int(parts[0]), int(parts[1])
         wait_ms = float(parts[2]) if len(parts) > 2 else None
         self.name = f"w={workers},t={threads}" + (f",b={wait_ms:g}" if wait_ms is not None else "")
-        self.name += "".join(f",{s.removeprefix('serving.')}" for s in sets)
+        self.name += "".join(f",{s.removeprefix('serving.')}" for s in sets) + (",no log" if log_dir is None else "")
         overrides = [f"serving.model_threads={threads}", *sets]
         if wait_ms is not None:
             overrides.append(f"serving.batching.max_wait_ms={wait_ms}")
@@ -335,9 +338,10 @@ def main() -> None:
             # as each server worker does after loading (coldcast.serving.scorer.freeze_heap): this process holds
             # TensorFlow too, and a full collection over its objects would stall the in-process variant and the
             # HTTP client alike for hundreds of milliseconds
+            from coldcast.core.spec import load_spec
             from coldcast.serving.scorer import freeze_heap
 
-            freeze_heap()
+            freeze_heap(load_spec(base=model_dir / "spec.yaml").serving.gc_threshold)
             runs: dict = {}
             for rep in range(args.repeats):
                 # each sweep starts the cells with a different variant: the one that runs right after another

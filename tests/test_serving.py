@@ -261,6 +261,9 @@ def test_health_readiness_and_metadata(served, small_model):
     assert meta["processes"]["model_threads"] == max(1, (os.cpu_count() or 1) // 2)
     worker_pids = {p.pid for p in psutil.Process(server.pid).children(recursive=True)}
     assert meta["processes"]["pid"] in worker_pids
+    # the worker froze TensorFlow's heap and collects its young generation at the spec's threshold
+    assert meta["processes"]["gc"]["threshold"][0] == spec.serving.gc_threshold != 700
+    assert meta["processes"]["gc"]["frozen_objects"] > 100_000
 
 
 def test_keep_alive_connections_close_after_the_configured_requests(served):

@@ -181,13 +181,20 @@ def _finite(scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return scores
 
 
-def freeze_heap() -> None:
-    """Exempt every object alive now (TensorFlow, the loaded model, the request models) from garbage collection.
+def freeze_heap(gc_threshold: int = 0) -> None:
+    """Exempt every object alive now (TensorFlow, the loaded model, the request models) from garbage collection,
+    and collect the young generation every `gc_threshold` allocations (0: Python's default).
 
     A worker holds about 400k long-lived objects once TensorFlow and the model are loaded, and every full
     (generation-2) collection walks them all: 100-400 ms here, during which no request in flight progresses, so
     these pauses were most of the p99. Frozen objects are never scanned again; a full collection then only walks
-    what requests allocated. Call once per process, after loading and warm-up.
+    what requests allocated. A request allocates thousands of short-lived objects, so Python's default threshold
+    (700) also runs young collections several times per request and promotes in-flight requests' objects into
+    the older generations, whose collections then stall the loop; a larger threshold collects them in bulk.
+    Call once per process, after loading and warm-up.
     """
     gc.collect()
     gc.freeze()
+    if gc_threshold:
+        _, older, oldest = gc.get_threshold()
+        gc.set_threshold(gc_threshold, older, oldest)

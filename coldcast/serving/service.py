@@ -10,6 +10,7 @@ YAML file: no TensorFlow). The model itself loads in each worker.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from dataclasses import dataclass
@@ -157,7 +158,12 @@ def make_service(args: ServeArgs) -> bentoml.Service[Any]:
     threads = model_threads(spec.serving.model_threads, workers)
 
     async def describe(_: Request) -> JSONResponse:
-        processes = {"workers": workers, "model_threads": threads, "pid": os.getpid()}
+        processes = {
+            "workers": workers,
+            "model_threads": threads,
+            "pid": os.getpid(),
+            "gc": {"threshold": list(gc.get_threshold()), "frozen_objects": gc.get_freeze_count()},
+        }
         return JSONResponse({**bentoml.get_current_service().scorer.metadata(tag), "processes": processes})
 
     metadata_app = Starlette(routes=[Route("/metadata", describe, methods=["GET"])])
@@ -182,7 +188,8 @@ def make_service(args: ServeArgs) -> bentoml.Service[Any]:
 
             model = ScoringModel.load(self.model_ref.path)
             self.scorer = Scorer(model, spec, model_version=tag, log_dir=log_dir, schemas=schemas)
-            freeze_heap()  # after the model and its warm-up: full collections then skip TensorFlow's objects
+            # after the model and its warm-up: full collections then skip TensorFlow's objects
+            freeze_heap(spec.serving.gc_threshold)
 
         def __is_ready__(self) -> bool:
             return self.scorer is not None
