@@ -176,7 +176,7 @@ class InProcess:
 
         async def call(body: bytes) -> bool:
             request = model.model_validate_json(body)
-            pydantic_core.to_json(await method(request, request_id="bench"))
+            pydantic_core.to_json(await method(request, request_id="bench", body=body))
             return True
 
         me = psutil.Process()
@@ -191,9 +191,9 @@ class InProcess:
         """One bare SavedModel call on a request's rows (median of 200)."""
         schemas = self.scorer.schemas
         if endpoint == "score":
-            arrays = schemas.score_arrays(schemas.ScoreRequest.model_validate_json(body).rows)[0]
+            arrays = schemas.score_arrays(schemas.ScoreRequest.model_validate_json(body).rows)
         else:
-            arrays = schemas.rank_arrays(schemas.RankRequest.model_validate_json(body))[0]
+            arrays = schemas.rank_arrays(schemas.RankRequest.model_validate_json(body))
         times = []
         for _ in range(200):
             t0 = time.perf_counter()

@@ -22,7 +22,8 @@ import requests
 from typer.testing import CliRunner
 
 from coldcast.cli import app
-from coldcast.core.predlog import LogFiles, PredictionLogger, Repeated, prediction_column
+from coldcast.core.data import DataError
+from coldcast.core.predlog import LogFiles, PredictionLogger, prediction_column
 from coldcast.core.spec import load_spec
 from coldcast.serving.batching import Batcher
 from coldcast.serving.schema import RequestSchemas
@@ -322,10 +323,11 @@ def test_prediction_logs_are_written_and_read_back(served, rows):
     body = {"rows": [features_of(r, spec) | i for r, i in zip(rows[:7], ids, strict=True)]}
     resp = score(server, body, headers={"x-request-id": "log-test-score"})
     assert resp.status_code == 200 and resp.headers["x-request-id"] == "log-test-score"
+    sent = json.dumps(_rank_body(rows, spec, n=5, objective="like", source="ad"), indent=1).encode()
     rank = requests.post(
         server.url + "/rank",
-        json=_rank_body(rows, spec, n=5, objective="like", source="ad"),
-        headers={"x-request-id": "log-test-rank"},
+        data=sent,
+        headers={"x-request-id": "log-test-rank", "content-type": "application/json"},
         timeout=60,
     )
     assert rank.status_code == 200
@@ -352,6 +354,10 @@ def test_prediction_logs_are_written_and_read_back(served, rows):
     assert list(ranked["user_id"]) == [rows[0]["user_id"]] * 5
     assert [list(v) for v in ranked["recent_shows"]] == [rows[0]["recent_shows"][:10]] * 5
     assert list(ranked["show_id"]) == [r["show_id"] for r in rows[1:6]]
+    # the log holds the body as the server received it, byte for byte
+    records = pa.concat_tables([pq.read_table(f) for f in LogFiles(log_dir).files() if f.name.startswith("requests-")])
+    bodies = dict(zip(records["request_id"].to_pylist(), records["request"].to_pylist(), strict=True))
+    assert bodies["log-test-rank"] == sent
 
 
 def test_the_bento_builds_with_pinned_requirements_and_serves_like_the_savedmodel(served, rows, reference, tmp_path):
@@ -441,33 +447,54 @@ def test_the_logger_writes_off_the_request_path_and_counts_what_it_drops(tmp_pat
     assert logged["user_id"].iloc[0] == "u" and logged["user_id"].iloc[-1] is None
 
 
-def test_repeated_values_log_like_the_arrays_they_stand_for(tmp_path, small_spec):
-    tasks = small_spec.task_names
-    logger = PredictionLogger(tmp_path, small_spec, tasks, "m:1", max_rows=10_000, max_seconds=3600)
+def test_request_records_read_back_as_the_rows_they_scored(tmp_path, small_spec, rows):
+    """append_request keeps a body as received; LogFiles.read expands it into one row per /score row or /rank
+    candidate, with its own scores, the request-level groups on every candidate and lists cut as the model
+    reads them, in the order the requests were logged."""
+    spec, tasks = small_spec, small_spec.task_names
+    logger = PredictionLogger(tmp_path, spec, tasks, "m:1", max_rows=10_000, max_seconds=3600)
 
-    def preds(n):
-        return {t: np.linspace(0, 1, n, dtype=np.float32) for t in tasks}
+    def preds(n, first):
+        return {t: np.arange(first, first + n, dtype=np.float32) / 100 + k for k, t in enumerate(tasks)}
 
-    def shows(n, first):
-        return np.array([f"s{first + i}" for i in range(n)], dtype=object)
-
-    lists = np.array([["a", "b", ""]], dtype=object)  # one padded multi-valued row
-    rank = {"user_id": Repeated(np.array(["u1"], dtype=object), 3), "listened_genres": Repeated(lists, 3)}
-    logger.append(rank | {"show_id": shows(3, 0)}, preds(3), request_id="r1")
-    logger.flush()  # a flush of Repeated values only
-    logger.append(rank | {"show_id": shows(3, 3)}, preds(3), request_id="r2")
-    scored = {"user_id": np.array(["u2", "u3"], dtype=object), "listened_genres": np.repeat(lists, 2, axis=0)}
-    logger.append(scored | {"show_id": shows(2, 6)}, preds(2), request_id="s1")  # mixed with arrays
-    logger.append({"show_id": shows(1, 8)}, preds(1), request_id="s2")  # and with a feature absent
+    rank = _rank_body(rows, spec, n=4, objective="like", source="ad")
+    rank["user"]["recent_shows"] = ["", "a", *(f"s{i}" for i in range(12))]  # over max_length, with a blank
+    logger.append_request(json.dumps(rank, indent=2).encode(), preds(4, 0), request_id="r1", endpoint="rank")
+    logger.flush()
+    arrays = {"user_id": np.array(["u"], dtype=object)}
+    logger.append(arrays, preds(1, 4), request_id="a1", meta={"impression_id": ["imp-a"]})
+    first, second = features_of(rows[5], spec), features_of(rows[6], spec)
+    second.pop("user_id")  # absent from the body: null in the log
+    body = {"rows": [first | {"impression_id": "imp-1", "source": "promo"}, second]}
+    logger.append_request(json.dumps(body).encode(), preds(2, 5), request_id="s1", endpoint="score")
     logger.close()
     logged = LogFiles(tmp_path).read()
-    assert list(logged["request_id"]) == ["r1"] * 3 + ["r2"] * 3 + ["s1"] * 2 + ["s2"]
-    assert list(logged["user_id"]) == ["u1"] * 6 + ["u2", "u3", None]
-    assert [None if v is None else list(v) for v in logged["listened_genres"]] == [["a", "b"]] * 8 + [None]
-    assert list(logged["show_id"]) == [f"s{i}" for i in range(9)]
-    logger2 = PredictionLogger(tmp_path / "b", small_spec, tasks, "m:1")
-    with pytest.raises(ValueError, match=r"user_id.*2 rows.*3"):
-        logger2.append({"user_id": Repeated(np.array(["u"], dtype=object), 2)}, preds(3), request_id="x")
+
+    assert list(logged["request_id"]) == ["r1"] * 4 + ["a1"] + ["s1"] * 2
+    assert list(logged["endpoint"]) == ["rank"] * 4 + ["score"] * 3
+    assert set(logged["model_version"]) == {"m:1"} and str(logged["logged_at"].dt.tz) == "UTC"
+    for k, t in enumerate(tasks):  # each row its own score, in order
+        np.testing.assert_allclose(logged[prediction_column(t)], np.arange(7, dtype=np.float32) / 100 + k)
+    ranked = logged.iloc[:4]
+    assert list(ranked["user_id"]) == [rank["user"]["user_id"]] * 4
+    assert list(ranked["show_id"]) == [c["show_id"] for c in rank["candidates"]]
+    assert list(ranked["source"]) == ["ad"] * 4 and list(ranked["impression_id"]) == [None] * 4
+    width = spec.feature("recent_shows").definition.max_length
+    assert [list(v) for v in ranked["recent_shows"]] == [[v for v in rank["user"]["recent_shows"][:width] if v]] * 4
+    assert logged["user_id"].iloc[4] == "u" and logged["impression_id"].iloc[4] == "imp-a"
+    scored = logged.iloc[5:]
+    assert list(scored["impression_id"]) == ["imp-1", None] and list(scored["source"]) == ["promo", None]
+    assert list(scored["user_id"]) == [first["user_id"], None]
+    assert list(scored["show_id"]) == [first["show_id"], second["show_id"]]
+
+    # a body that is not what was logged as scored is refused with the file named, not skipped
+    bad = PredictionLogger(tmp_path / "bad", spec, tasks, "m:1")
+    bad.append_request(b'{"rows": [{"user_id": "u"}]}', preds(2, 0), request_id="x", endpoint="score")
+    bad.close()
+    with pytest.raises(DataError, match=r"requests-.*number of rows and scores"):
+        LogFiles(tmp_path / "bad").read()
+    with pytest.raises(ValueError, match="endpoint"):
+        bad.append_request(b"{}", preds(1, 0), request_id="y", endpoint="other")
 
 
 def test_the_flat_model_call_scores_exactly_like_the_keyword_call(reference, rows):

@@ -56,15 +56,18 @@ def atomic_dir(target: str | Path, *, overwrite: bool = False) -> Iterator[Path]
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_parquet(table: pa.Table | pd.DataFrame, path: str | Path) -> Path:
-    """Write a Parquet file atomically (temporary file in the same folder, then rename)."""
+def write_parquet(table: pa.Table | pd.DataFrame, path: str | Path, *, use_dictionary: bool = True) -> Path:
+    """Write a Parquet file atomically (temporary file in the same folder, then rename).
+
+    `use_dictionary=False` for columns of long distinct values, where dictionary encoding only costs time.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=use_dictionary)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

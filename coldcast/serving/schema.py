@@ -207,10 +207,8 @@ class RequestSchemas:
         }
         per_candidate = [f for f in self.features if f.group not in self.request_groups]
         # precomputed name lookups: comparing Feature models in the request path costs more than the scoring
-        self._used = used
         self._candidate_model = [f for f in per_candidate if f.name in used]
-        self._candidate_extra = [f for f in per_candidate if f.name not in used]
-        self._request_group_features = groups
+        self._request_group_features = {g: [f for f in feats if f.name in used] for g, feats in groups.items()}
         self.Candidate = create_model(
             "Candidate",
             __base__=_Strict,
@@ -313,28 +311,20 @@ class RequestSchemas:
         return Objective("inline", {str(t): float(w) for t, w in value.weights.items()}, bool(value.per_cost))
 
     # ---- arrays
-    def score_arrays(self, rows: Sequence[Any]) -> tuple[Arrays, Arrays]:
-        """(model inputs, logged-only features) of validated /score rows."""
-        return _columns(rows, self.model_features), _columns(rows, self.extra_features, optional=True)
+    def score_arrays(self, rows: Sequence[Any]) -> Arrays:
+        """The model inputs of validated /score rows (the logged-only features are logged from the body)."""
+        return _columns(rows, self.model_features)
 
-    def rank_arrays(self, request: Any) -> tuple[Arrays, Arrays, Arrays]:
-        """(model inputs, logged-only features, shared) of a validated /rank request.
-
-        The request groups' features (user, context) are sent once and broadcast to every candidate in the
-        model inputs; `shared` holds each of them (model input or logged-only) as a one-row array as well, so
-        the prediction log can store the value once per request instead of once per candidate.
-        """
+    def rank_arrays(self, request: Any) -> Arrays:
+        """The model inputs of a validated /rank request: the request groups' features (user, context), sent
+        once, broadcast to every candidate."""
         n = len(request.candidates)
         model_in = _columns(request.candidates, self._candidate_model)
-        extra = _columns(request.candidates, self._candidate_extra, optional=True)
-        shared: Arrays = {}
         for g, features in self._request_group_features.items():
             values = getattr(request, g)
             for f in features:
-                row = shared[f.name] = _broadcast(f, getattr(values, f.name), 1)
-                target = model_in if f.name in self._used else extra
-                target[f.name] = np.repeat(row, n, axis=0)
-        return model_in, extra, shared
+                model_in[f.name] = _broadcast(f, getattr(values, f.name), n)
+        return model_in
 
     def warmup_arrays(self, n: int = 1) -> Arrays:
         """n synthetic rows of valid values, to trace the model before the first request."""
@@ -352,7 +342,7 @@ class RequestSchemas:
         return {f.name: _broadcast(f, row[f.name], n) for f in self.model_features}
 
 
-def _columns(rows: Sequence[Any], features: Sequence[Feature], optional: bool = False) -> Arrays:
+def _columns(rows: Sequence[Any], features: Sequence[Feature]) -> Arrays:
     if not features:
         return {}
     # one C-level pass over the rows, then transpose: far cheaper than a getattr loop per feature
@@ -360,8 +350,6 @@ def _columns(rows: Sequence[Any], features: Sequence[Feature], optional: bool = 
     table = list(map(get, rows)) if len(features) > 1 else [(v,) for v in map(get, rows)]
     out: Arrays = {}
     for f, values in zip(features, zip(*table, strict=True), strict=True):
-        if optional and all(v is None for v in values):
-            continue
         out[f.name] = _array(f, list(values))
     return out
 
@@ -374,8 +362,6 @@ def _array(f: Feature, values: list[Any]) -> np.ndarray:
         out = np.empty((len(values), width), dtype=object)
         out[:] = [(v + pad)[:width] if v else pad for v in values]
         return out
-    if None in values:  # logged-only features may be absent on some rows
-        return np.array(values, dtype=object)
     if isinstance(d, NumericFeature):
         return np.array(values, dtype=np.float32)
     if isinstance(d, CategoricalFeature) and d.dtype == "int64":
@@ -390,8 +376,6 @@ def _broadcast(f: Feature, value: Any, n: int) -> np.ndarray:
     if isinstance(d, MultiFeature):
         row = _array(f, [value])
         return np.repeat(row, n, axis=0)
-    if value is None:
-        return np.full(n, None, dtype=object)
     if isinstance(d, NumericFeature):
         return np.full(n, value, dtype=np.float32)
     if isinstance(d, CategoricalFeature) and d.dtype == "int64":

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from coldcast.core.predlog import IMPRESSION_ID, SOURCE, PredictionLogger, Repeated
+from coldcast.core.predlog import PredictionLogger
 from coldcast.core.spec import Spec
 from coldcast.model.scoring import ScoringModel
 from coldcast.serving.batching import Batcher
@@ -72,17 +72,15 @@ class Scorer:
         return cls(model, spec, model_version=version, log_dir=log_dir)
 
     # ---- endpoints
-    async def score(self, request: Any, *, request_id: str) -> dict[str, Any]:
+    async def score(self, request: Any, *, request_id: str, body: bytes | None = None) -> dict[str, Any]:
         """One probability per task for each row of a validated ScoreRequest, as a ScoreResponse-shaped dict.
 
+        `body` is the request's JSON as received, for the prediction log (default: the request re-serialized).
         Responses are plain JSON-ready dicts: validating a response model costs more than scoring 100 rows.
         """
         rows = request.rows
-        arrays, extra = self.schemas.score_arrays(rows)
-        scores = _finite(await self.batcher.predict(arrays))
-        if self.logger is not None:
-            meta = {IMPRESSION_ID: [r.impression_id for r in rows], SOURCE: [r.source for r in rows]}
-            self.logger.append({**arrays, **extra}, scores, request_id=request_id, endpoint="score", meta=meta)
+        scores = _finite(await self.batcher.predict(self.schemas.score_arrays(rows)))
+        self._log(request, body, scores, request_id, "score")
         tasks = self.model.tasks
         columns = [scores[t].tolist() for t in tasks]
         predictions = [dict(zip(tasks, values, strict=True)) for values in zip(*columns, strict=True)]
@@ -93,18 +91,15 @@ class Scorer:
             "predictions": predictions,
         }
 
-    async def rank(self, request: Any, *, request_id: str) -> dict[str, Any]:
-        """The candidates of a validated RankRequest, best first by its objective (a RankResponse-shaped dict)."""
+    async def rank(self, request: Any, *, request_id: str, body: bytes | None = None) -> dict[str, Any]:
+        """The candidates of a validated RankRequest, best first by its objective (a RankResponse-shaped dict).
+
+        `body` is the request's JSON as received, for the prediction log (default: the request re-serialized).
+        """
         objective = self.schemas.objective(request)
         candidates = request.candidates
-        arrays, extra, shared = self.schemas.rank_arrays(request)
-        scores = _finite(await self.batcher.predict(arrays))
-        if self.logger is not None:
-            n = len(candidates)
-            meta = {IMPRESSION_ID: [c.impression_id for c in candidates], SOURCE: [request.source] * n}
-            # the user's and the context's features once per request, not once per candidate
-            features = {**arrays, **extra, **{k: Repeated(v, n) for k, v in shared.items()}}
-            self.logger.append(features, scores, request_id=request_id, endpoint="rank", meta=meta)
+        scores = _finite(await self.batcher.predict(self.schemas.rank_arrays(request)))
+        self._log(request, body, scores, request_id, "rank")
         cost = np.array([c.cost for c in candidates], dtype=np.float64) if objective.per_cost else None
         value = objective.score(scores, cost)
         order = np.argsort(-value, kind="stable")  # ties keep the request's order
@@ -125,6 +120,13 @@ class Scorer:
             "objective": objective.as_dict(),
             "ranking": ranking,
         }
+
+    def _log(self, request: Any, body: bytes | None, scores: dict[str, np.ndarray], rid: str, endpoint: str) -> None:
+        if self.logger is None:
+            return
+        if body is None:  # an in-process caller: the validated request, as JSON
+            body = request.__pydantic_serializer__.to_json(request, exclude_none=True)
+        self.logger.append_request(body, scores, request_id=rid, endpoint=endpoint)
 
     # ---- metadata and lifecycle
     def metadata(self, model_tag: str | None = None) -> dict[str, Any]:

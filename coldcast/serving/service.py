@@ -33,24 +33,47 @@ from coldcast.serving.store import LOG_DIR_ENV, METADATA_FILE, latest_model, ser
 SERVICE_NAME = "coldcast"
 
 
-class JsonOnly:
-    """ASGI middleware: the API routes take JSON only, so any other body type gets a 415, never a 500.
+BODY_KEY = "coldcast.body"  # ASGI scope key: the chunks of an API request's body, as received
 
-    (BentoML would try its multipart or Arrow decoders on such bodies, and a malformed one raises inside them.)
+
+class JsonBodies:
+    """ASGI middleware for the API routes: JSON bodies only, and each body kept for the prediction log.
+
+    Any other body type gets a 415, never a 500 (BentoML would try its multipart or Arrow decoders on such
+    bodies, and a malformed one raises inside them). The chunks of a JSON body are recorded in the scope as they
+    pass to BentoML, so the log stores the body as received (`request_body`) rather than re-encoding the
+    request BentoML parsed.
     """
 
     def __init__(self, app: Any, paths: tuple[str, ...] = ("/score", "/rank")) -> None:
         self.app, self.paths = app, paths
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
-            header = dict(scope.get("headers") or ()).get(b"content-type", b"application/json")
-            media = header.decode("latin-1").split(";")[0].strip().lower()
-            if media != "application/json":
-                message = f"unsupported content-type {media!r}: {scope['path']} takes application/json"
-                await JSONResponse({"error": message}, status_code=415)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers") or ()).get(b"content-type", b"application/json")
+        media = header.decode("latin-1").split(";")[0].strip().lower()
+        if media != "application/json":
+            message = f"unsupported content-type {media!r}: {scope['path']} takes application/json"
+            await JSONResponse({"error": message}, status_code=415)(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        scope[BODY_KEY] = chunks
+
+        async def keep() -> Any:
+            message = await receive()
+            if message["type"] == "http.request":
+                chunks.append(message.get("body", b""))
+            return message
+
+        await self.app(scope, keep, send)
+
+
+def request_body(ctx: bentoml.Context) -> bytes | None:
+    """The body of the API request being served, as JsonBodies recorded it (None outside one)."""
+    chunks = ctx.request.scope.get(BODY_KEY)
+    return None if chunks is None else b"".join(chunks)
 
 
 class RecycleConnections:
@@ -145,8 +168,8 @@ class ServedModel:
         }
 
     def add_middlewares(self, service: bentoml.Service[Any]) -> None:
-        """JSON-only bodies on the API routes, and keep-alive connections recycled as the spec says."""
-        service.add_asgi_middleware(JsonOnly)
+        """JSON-only bodies on the API routes (kept for the log), keep-alive connections recycled as the spec says."""
+        service.add_asgi_middleware(JsonBodies)
         service.add_asgi_middleware(RecycleConnections, every=self.spec.serving.max_requests_per_connection)
 
 
@@ -199,7 +222,8 @@ def make_service(args: ServeArgs) -> bentoml.Service[Any]:
             """One probability per task for each impression row."""
             rid = request_id(ctx.request.headers.get("x-request-id"))
             ctx.response.headers["x-request-id"] = rid
-            payload = await self.scorer.score(schemas.ScoreRequest.model_construct(**fields), request_id=rid)
+            request = schemas.ScoreRequest.model_construct(**fields)
+            payload = await self.scorer.score(request, request_id=rid, body=request_body(ctx))
             return json_response(payload)
 
         @bentoml.api(route="/rank", input_spec=schemas.RankRequest, output_spec=schemas.RankResponse)
@@ -207,7 +231,8 @@ def make_service(args: ServeArgs) -> bentoml.Service[Any]:
             """One user's candidate shows / creatives, best first by the objective."""
             rid = request_id(ctx.request.headers.get("x-request-id"))
             ctx.response.headers["x-request-id"] = rid
-            payload = await self.scorer.rank(schemas.RankRequest.model_construct(**fields), request_id=rid)
+            request = schemas.RankRequest.model_construct(**fields)
+            payload = await self.scorer.rank(request, request_id=rid, body=request_body(ctx))
             return json_response(payload)
 
         @bentoml.on_shutdown
