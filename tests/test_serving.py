@@ -25,6 +25,7 @@ from coldcast.cli import app
 from coldcast.core.data import DataError
 from coldcast.core.predlog import LogFiles, PredictionLogger, prediction_column
 from coldcast.core.spec import load_spec
+from coldcast.serving.balance import load_file
 from coldcast.serving.batching import Batcher
 from coldcast.serving.schema import RequestSchemas
 
@@ -59,6 +60,7 @@ def served(small_model, bentoml_home, tmp_path_factory):
         workers = psutil.Process(server.pid).children(recursive=True)
         server.stop()
     assert workers and not server.running
+    assert not load_file(server.pid).exists()  # the workers' shared in-flight counts go with the server
     assert not [p.pid for p in workers if p.is_running()]  # BentoML's workers sit in process groups of their own
 
 
@@ -262,6 +264,17 @@ def test_health_readiness_and_metadata(served, small_model):
     assert meta["processes"]["model_threads"] == max(1, (os.cpu_count() or 1) // 2)
     worker_pids = {p.pid for p in psutil.Process(server.pid).children(recursive=True)}
     assert meta["processes"]["pid"] in worker_pids
+    # both workers count their API requests in flight in one shared file, each in its own slot
+    loads = {}
+    for _ in range(50):  # a new connection per try: which worker answers is up to the kernel
+        with requests.Session() as session:
+            m = session.get(server.url + "/metadata", timeout=10).json()["processes"]
+        loads[m["pid"]] = m["in_flight"]
+        if len(loads) == 2:
+            break
+    assert len(loads) == 2 and len({v["file"] for v in loads.values()}) == 1
+    assert sorted(v["index"] for v in loads.values()) == [0, 1]
+    assert all(len(v["counts"]) == 2 for v in loads.values())
     # the worker froze TensorFlow's heap and collects its young generation at the spec's threshold
     assert meta["processes"]["gc"]["threshold"][0] == spec.serving.gc_threshold != 700
     assert meta["processes"]["gc"]["frozen_objects"] > 100_000
@@ -315,6 +328,77 @@ def test_connection_recycling_counts_requests_per_connection():
     assert [closes(every3, b) for _ in range(3)] == [False, False, True]
     assert not closes(every3, None)  # no client address (e.g. a Unix socket): nothing to count
     assert not any(closes(RecycleConnections(app, every=0), a) for _ in range(5))
+
+
+def test_worker_loads_are_shared_and_a_clearly_busier_worker_is_crowded(tmp_path):
+    from coldcast.serving.balance import WorkerLoad
+
+    path = tmp_path / "inflight"
+    a, b = WorkerLoad(path, 2, 0), WorkerLoad(path, 2, 1)  # two workers' views of one file
+    for _ in range(2):
+        a.enter()
+    assert b.snapshot() == [2, 0] and a.crowded() and not b.crowded()
+    a.leave()
+    assert not a.crowded()  # one more is ordinary jitter
+    for _ in range(4):
+        b.enter()
+    assert a.snapshot() == [1, 4] and b.crowded() and not a.crowded()
+    for _ in range(36):  # 40 against 35: within a quarter of its own, not crowded
+        b.enter()
+    for _ in range(34):
+        a.enter()
+    assert b.snapshot() == [35, 40] and not b.crowded()
+    for _ in range(5):
+        a.leave()
+    assert b.crowded()  # 40 against 30
+    with pytest.raises(ValueError, match="index 2"):
+        WorkerLoad(path, 2, 2)
+    a.close()
+    b.close()
+
+
+def test_a_crowded_worker_closes_the_connection_and_its_counts_stay_exact(tmp_path):
+    """The balancing half of RecycleConnections: API requests are counted in flight while they run (also when
+    the app fails), a response from a crowded worker says `Connection: close`, other paths are left alone."""
+    from coldcast.serving.balance import WorkerLoad
+    from coldcast.serving.service import RecycleConnections
+
+    mine, other = WorkerLoad(tmp_path / "f", 2, 0), WorkerLoad(tmp_path / "f", 2, 1)
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(mine.snapshot()[0])  # in flight while the app runs
+        if scope["path"] == "/fail":
+            raise RuntimeError("boom")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    middleware = RecycleConnections(app, every=0, balance=True, workers=2, paths=("/rank", "/fail"))
+    middleware.load, middleware._load_ready = mine, True
+
+    def closes(path):
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(middleware({"type": "http", "path": path, "client": ("127.0.0.1", 5)}, None, send))
+        return (b"connection", b"close") in sent[0]["headers"]
+
+    assert not closes("/rank") and seen[-1] == 1  # alone: 1 in flight, not crowded
+    mine.enter()  # another request of this worker in flight: 2 against 0 when this one answers
+    assert closes("/rank") and seen[-1] == 2
+    other.enter()
+    other.enter()
+    assert not closes("/rank")  # 2 against 2
+    mine.leave()
+    for _ in range(3):
+        mine.enter()
+    assert not closes("/metadata")  # not an API route: neither counted nor closed
+    assert seen[-1] == 3
+    with pytest.raises(RuntimeError):
+        closes("/fail")
+    assert mine.snapshot() == [3, 2]  # every request that entered has left
 
 
 def test_prediction_logs_are_written_and_read_back(served, rows):

@@ -559,6 +559,11 @@ class ServingBatching(_Frozen):
         description="How long an idle model waits for more requests before it runs. Batches form anyway while "
         "the model is busy, so 0 adds no latency at low load.",
     )
+    model_thread: bool = Field(
+        default=True,
+        description="Run model calls on a dedicated thread, so the event loop parses requests meanwhile (true), "
+        "or on the event loop itself, without the thread handoffs (false).",
+    )
 
 
 class ServingLog(_Frozen):
@@ -614,6 +619,12 @@ class ServingConfig(_Frozen):
         "keepalive_requests does. BentoML's workers accept from one shared socket and the first awake takes every "
         "pending connection, so a client's pool can land on one worker; a closed connection reopens on whichever "
         "worker accepts first, usually the idle one (BENCHMARKS.md).",
+    )
+    balance_connections: bool = Field(
+        default=True,
+        description="Close a keep-alive connection (Connection: close) when its worker has clearly more API "
+        "requests in flight than the least loaded worker (at least 2 and a quarter more), so the client reopens "
+        "it on a less busy one; the workers share their counts in a small memory-mapped file (BENCHMARKS.md).",
     )
     gc_threshold: int = Field(
         default=50_000,

@@ -74,8 +74,11 @@ class Batcher:
     so the event loop keeps parsing and validating requests meanwhile.
     """
 
-    def __init__(self, predict: Predict, *, max_rows: int = 4096, max_wait_ms: float = 0.0) -> None:
+    def __init__(
+        self, predict: Predict, *, max_rows: int = 4096, max_wait_ms: float = 0.0, thread: bool = True
+    ) -> None:
         self._predict = predict
+        self.thread = thread
         self.max_rows = max_rows
         self.max_wait = max_wait_ms / 1000.0
         self.stats = BatchStats()
@@ -129,6 +132,8 @@ class Batcher:
                 continue
             if self.max_wait > 0:
                 await self._gather()
+            elif not self.thread:
+                await asyncio.sleep(0)  # let the requests that are ready queue their rows first
             jobs = self._take()
             if not jobs:
                 continue
@@ -170,7 +175,10 @@ class Batcher:
         assert self._loop is not None
         merged = concat([j.arrays for j in jobs])
         start = time.perf_counter()
-        scores = await self._loop.run_in_executor(self._executor, self._predict, merged)
+        if self.thread:
+            scores = await self._loop.run_in_executor(self._executor, self._predict, merged)
+        else:
+            scores = self._predict(merged)
         seconds = time.perf_counter() - start
         offset = 0
         for job in jobs:

@@ -39,7 +39,12 @@ class Scorer:
         self.schemas = schemas or RequestSchemas(spec, model.tasks, features)
         cfg = spec.serving
         batching = cfg.batching
-        self.batcher = Batcher(model.predict_arrays, max_rows=batching.max_rows, max_wait_ms=batching.max_wait_ms)
+        self.batcher = Batcher(
+            model.predict_arrays,
+            max_rows=batching.max_rows,
+            max_wait_ms=batching.max_wait_ms,
+            thread=batching.model_thread,
+        )
         self.logger: PredictionLogger | None = None
         if log_dir is not None:
             self.logger = PredictionLogger(

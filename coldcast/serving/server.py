@@ -17,6 +17,7 @@ import psutil
 import yaml
 
 from coldcast.core.procs import GroupHandle, free_port, http_url, stop_group, wait_ready
+from coldcast.serving.balance import load_file
 from coldcast.serving.store import (
     LOG_DIR_ENV,
     ServingError,
@@ -65,6 +66,7 @@ class RunningServer(GroupHandle):
         if self._log is not None:
             self._log.close()
             self._log = None
+        load_file(self.pid).unlink(missing_ok=True)  # the workers' shared in-flight counts (balance.py)
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None

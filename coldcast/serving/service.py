@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from coldcast.core.spec import Spec
+from coldcast.serving.balance import WorkerLoad, worker_load
 from coldcast.serving.schema import RequestSchemas, request_id
 from coldcast.serving.store import LOG_DIR_ENV, METADATA_FILE, latest_model, serving_spec, stored_model
 
@@ -77,42 +78,75 @@ def request_body(ctx: bentoml.Context) -> bytes | None:
 
 
 class RecycleConnections:
-    """ASGI middleware: close each keep-alive connection after `every` requests (0: never), as nginx's
-    keepalive_requests does.
+    """ASGI middleware: hand keep-alive connections back, so the load spreads over the workers. A response says
+    `Connection: close` after `every` requests on its connection (0: never), as nginx's keepalive_requests does,
+    and, with `balance`, whenever this worker has clearly more API requests in flight than the least loaded
+    other worker (`WorkerLoad.crowded`; the workers share their counts in a small memory-mapped file).
 
     BentoML's workers accept connections from one shared listening socket, and the first to wake accepts every
     pending one (BentoML issue #5426), so the pool of a client that opens its connections at once can sit on a
-    single worker while the others idle. A connection closed with `Connection: close` is reopened by the client
-    and accepted by whichever worker gets to it first, usually one that is idle, so the load spreads by itself.
+    single worker while the others idle, and even a random spread of 8 connections over 2 workers is often 5/3
+    or 6/2. A connection closed with `Connection: close` is reopened by the client and accepted by whichever
+    worker gets to it first: usually one that is idle, since a crowded one is busy serving.
     """
 
     MAX_TRACKED = 10_000  # connections the client closed itself leave their counts behind; forget them in bulk
 
-    def __init__(self, app: Any, every: int) -> None:
-        self.app, self.every = app, every
+    def __init__(
+        self,
+        app: Any,
+        every: int,
+        *,
+        balance: bool = False,
+        workers: int = 1,
+        paths: tuple[str, ...] = ("/score", "/rank"),
+    ) -> None:
+        self.app, self.every, self.paths = app, every, paths
         self.counts: dict[Any, int] = {}
+        self.balance, self.workers = balance, workers
+        self.load: WorkerLoad | None = None
+        self._load_ready = not balance
+
+    def worker_load(self) -> WorkerLoad | None:
+        """This worker's shared counts, mapped at the first request (in the worker process, not at import)."""
+        if not self._load_ready:
+            self.load, self._load_ready = worker_load(self.workers), True
+        return self.load
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        peer = scope.get("client") if scope["type"] == "http" else None
-        if not self.every or peer is None:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        key = tuple(peer)  # (host, port): one TCP connection at a time
-        n = self.counts.pop(key, 0) + 1
-        if n < self.every:
-            if len(self.counts) >= self.MAX_TRACKED:
-                self.counts.clear()
-            self.counts[key] = n
+        peer = scope.get("client")
+        key = tuple(peer) if peer is not None else None  # (host, port): one TCP connection at a time
+        due = False
+        if self.every and key is not None:
+            n = self.counts.pop(key, 0) + 1
+            due = n >= self.every
+            if not due:
+                if len(self.counts) >= self.MAX_TRACKED:
+                    self.counts.clear()
+                self.counts[key] = n
+        load = self.worker_load() if self.balance and scope.get("path") in self.paths else None
+        if load is None and not due:
             await self.app(scope, receive, send)
             return
 
-        async def closing(message: Any) -> None:
-            if message["type"] == "http.response.start":
+        async def maybe_close(message: Any) -> None:
+            if message["type"] == "http.response.start" and (due or (load is not None and load.crowded())):
                 headers = [h for h in message.get("headers", ()) if h[0].lower() != b"connection"]
                 message = {**message, "headers": [*headers, (b"connection", b"close")]}
+                if key is not None:
+                    self.counts.pop(key, None)  # the connection ends here
             await send(message)
 
-        await self.app(scope, receive, closing)
+        if load is not None:
+            load.enter()
+        try:
+            await self.app(scope, receive, maybe_close)
+        finally:
+            if load is not None:
+                load.leave()
 
 
 def json_response(payload: dict[str, Any]) -> Response:
@@ -170,7 +204,13 @@ class ServedModel:
     def add_middlewares(self, service: bentoml.Service[Any]) -> None:
         """JSON-only bodies on the API routes (kept for the log), keep-alive connections recycled as the spec says."""
         service.add_asgi_middleware(JsonBodies)
-        service.add_asgi_middleware(RecycleConnections, every=self.spec.serving.max_requests_per_connection)
+        cfg = self.spec.serving
+        service.add_asgi_middleware(
+            RecycleConnections,
+            every=cfg.max_requests_per_connection,
+            balance=cfg.balance_connections,
+            workers=self.workers,
+        )
 
 
 def make_service(args: ServeArgs) -> bentoml.Service[Any]:
@@ -187,6 +227,9 @@ def make_service(args: ServeArgs) -> bentoml.Service[Any]:
             "pid": os.getpid(),
             "gc": {"threshold": list(gc.get_threshold()), "frozen_objects": gc.get_freeze_count()},
         }
+        load = worker_load(workers) if spec.serving.balance_connections else None
+        if load is not None:
+            processes["in_flight"] = {"file": str(load.path), "index": load.index, "counts": load.snapshot()}
         return JSONResponse({**bentoml.get_current_service().scorer.metadata(tag), "processes": processes})
 
     metadata_app = Starlette(routes=[Route("/metadata", describe, methods=["GET"])])
