@@ -7,6 +7,7 @@ import json
 import math
 import os
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -488,16 +489,19 @@ def test_the_bento_builds_with_pinned_requirements_and_serves_like_the_savedmode
 
 
 # --------------------------------------------------------------------------------------------------- in process
-def test_the_batcher_merges_concurrent_requests_and_returns_each_its_rows():
+@pytest.mark.parametrize("thread", [False, True], ids=["on-the-loop", "model-thread"])
+def test_the_batcher_merges_concurrent_requests_and_returns_each_its_rows(thread):
     calls = []
+    threads = set()
 
     def predict(arrays):
         time.sleep(0.01)  # long enough for the other requests to queue behind the first call
         calls.append(len(arrays["x"]))
+        threads.add(threading.get_ident())
         return {"double": arrays["x"] * 2.0}
 
     async def main():
-        batcher = Batcher(predict, max_rows=64)
+        batcher = Batcher(predict, max_rows=64, thread=thread)
         inputs = [np.arange(i, i + 3 + i, dtype=np.float64) for i in range(10)]
         outs = await asyncio.gather(*(batcher.predict({"x": x}) for x in inputs))
         await batcher.aclose()
@@ -509,6 +513,9 @@ def test_the_batcher_merges_concurrent_requests_and_returns_each_its_rows():
     assert len(calls) < len(inputs)  # batched
     assert max(calls) <= 64 and sum(calls) == sum(len(x) for x in inputs)
     assert stats.requests == len(inputs) and stats.calls == len(calls)
+    # the calls ran on the event loop's thread (this one, under asyncio.run) or all on the one model thread
+    assert threads == ({threading.get_ident()} if not thread else threads - {threading.get_ident()})
+    assert len(threads) == 1
 
 
 def test_the_logger_writes_off_the_request_path_and_counts_what_it_drops(tmp_path, small_spec):

@@ -4,9 +4,10 @@ Why not BentoML's `@bentoml.api(batchable=True)`: it batches one list argument a
 function a flat list, which loses what coldcast needs per request (the request id and features for the
 prediction log, the user, candidates and objective of a /rank), cannot batch /rank candidates together with
 /score rows, and sheds requests with 503 once its latency estimate passes `max_latency_ms`. Here each request
-is validated and turned into feature arrays on the event loop, then queues its arrays; one model thread takes
-everything queued (up to `max_rows`), runs one TensorFlow call and hands each request its slice. Batches grow
-with load by themselves: an idle model runs a lone request at once, and while it runs the next requests gather.
+is validated and turned into feature arrays on the event loop, then queues its arrays; one batching task takes
+everything queued (up to `max_rows`), runs one TensorFlow call (on the event loop, or with `thread=True` on a
+model thread of its own) and hands each request its slice. Batches grow with load by themselves: an idle model
+runs a lone request at once, and while it runs the next requests gather (in the socket's buffer, or on the loop).
 """
 
 from __future__ import annotations
@@ -70,12 +71,14 @@ class Batcher:
     """Queue feature arrays from concurrent requests and score them in as few model calls as the load allows.
 
     `max_rows` caps one call (a lone larger request still runs, alone); `max_wait_ms` lets an idle model wait
-    that long for company before it runs (0: never wait). Model calls run one at a time on a dedicated thread,
-    so the event loop keeps parsing and validating requests meanwhile.
+    that long for company before it runs (0: never wait). Model calls run one at a time: on the event loop
+    (default), or with `thread=True` on a dedicated thread, so the loop keeps parsing requests meanwhile. With
+    about a core per worker the thread buys no parallelism, only GIL handoffs that more than doubled a call's
+    wall time in the server (BENCHMARKS.md, Serving).
     """
 
     def __init__(
-        self, predict: Predict, *, max_rows: int = 4096, max_wait_ms: float = 0.0, thread: bool = True
+        self, predict: Predict, *, max_rows: int = 4096, max_wait_ms: float = 0.0, thread: bool = False
     ) -> None:
         self._predict = predict
         self.thread = thread
