@@ -81,7 +81,6 @@ class Batcher:
         self, predict: Predict, *, max_rows: int = 4096, max_wait_ms: float = 0.0, thread: bool = False
     ) -> None:
         self._predict = predict
-        self.thread = thread
         self.max_rows = max_rows
         self.max_wait = max_wait_ms / 1000.0
         self.stats = BatchStats()
@@ -89,7 +88,8 @@ class Batcher:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coldcast-model")
+        # the model thread exists only where calls run on it
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coldcast-model") if thread else None
 
     async def predict(self, arrays: Arrays) -> dict[str, np.ndarray]:
         """One request's scores, computed in a batch with whatever else is queued."""
@@ -105,7 +105,9 @@ class Batcher:
         return await job.future
 
     def predict_now(self, arrays: Arrays) -> dict[str, np.ndarray]:
-        """Score directly on the model thread, outside any batch (warm-up, synchronous callers)."""
+        """Score at once, outside any batch, where batched calls run (warm-up, synchronous callers)."""
+        if self._executor is None:
+            return self._predict(arrays)
         return self._executor.submit(self._predict, arrays).result()
 
     async def aclose(self) -> None:
@@ -117,13 +119,15 @@ class Batcher:
             if not job.future.done():
                 job.future.cancel()
         self._queue.clear()
-        self._executor.shutdown(wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
 
     def close(self) -> None:
         """Stop without a running loop (service shutdown hooks that are not async)."""
         if self._task is not None and self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._task.cancel)
-        self._executor.shutdown(wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
 
     # ---- the loop
     async def _run(self) -> None:
@@ -135,7 +139,7 @@ class Batcher:
                 continue
             if self.max_wait > 0:
                 await self._gather()
-            elif not self.thread:
+            elif self._executor is None:
                 await asyncio.sleep(0)  # let the requests that are ready queue their rows first
             jobs = self._take()
             if not jobs:
@@ -178,7 +182,7 @@ class Batcher:
         assert self._loop is not None
         merged = concat([j.arrays for j in jobs])
         start = time.perf_counter()
-        if self.thread:
+        if self._executor is not None:
             scores = await self._loop.run_in_executor(self._executor, self._predict, merged)
         else:
             scores = self._predict(merged)
