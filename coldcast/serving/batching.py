@@ -119,13 +119,16 @@ class Batcher:
             if not job.future.done():
                 job.future.cancel()
         self._queue.clear()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        self._stop_thread()
 
     def close(self) -> None:
         """Stop without a running loop (service shutdown hooks that are not async)."""
         if self._task is not None and self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._task.cancel)
+        self._stop_thread()
+
+    def _stop_thread(self) -> None:
+        """Let the model thread, where there is one, finish its call and end."""
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 

@@ -174,7 +174,7 @@ class Scorer:
         }
 
     def close(self) -> None:
-        """Flush the prediction log and stop the model thread."""
+        """Flush the prediction log and stop the batcher (and its model thread, if it has one)."""
         if self.logger is not None:
             self.logger.close()
         self.batcher.close()
